@@ -1,0 +1,1 @@
+"""Loopwise: active learning in production."""
