@@ -1,0 +1,70 @@
+"""Dataset loaders (on the shared files) and the command line."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from loopwise import datasets
+from loopwise.cli import app
+
+
+@pytest.fixture(scope="module")
+def have_shared():
+    if not (datasets.data_dir() / "letter.csv").is_file():
+        pytest.skip(f"shared datasets not at {datasets.data_dir()}")
+
+
+def test_letter_reads_through_the_bom(have_shared):
+    d = datasets.load("letter")
+    assert d.X.shape == (20_000, 16) and d.X.dtype == np.float32
+    assert d.n_classes == 26 and set(d.y) == set("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
+
+
+def test_adult_categoricals_are_one_hot(have_shared):
+    d = datasets.load("adult")
+    assert d.X.dtype == np.float32 and d.X.shape[0] == 30_162 and d.X.shape[1] > 14
+    assert set(np.unique(d.y)) == {"<=50K", ">50K"}
+    assert np.isin(d.X[:, 6:], [0.0, 1.0]).mean() > 0.9  # mostly indicator columns
+
+
+def test_trec_texts_and_text_model(have_shared):
+    d = datasets.load("trec")
+    assert d.kind == "text" and d.n_classes == 6 and isinstance(d.X[0], str)
+    d.model.fit(d.X[:300], d.y[:300])
+    assert d.model.predict_proba(d.X[:3]).shape == (3, len(np.unique(d.y[:300])))
+
+
+def test_missing_file_and_unknown_name_are_clear(tmp_path, monkeypatch):
+    monkeypatch.setenv(datasets.ENV_VAR, str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=f"{tmp_path}/letter.csv not found"):
+        datasets.load("letter")
+    with pytest.raises(ValueError, match="known datasets: digits, letter"):
+        datasets.load("mnist")
+
+
+def test_cli_lists_strategies_and_marks_the_default():
+    out = CliRunner().invoke(app, ["strategies"])
+    assert out.exit_code == 0
+    assert "cluster_margin" in out.output and "(default)" in out.output
+    assert len(out.output.strip().splitlines()) == len(
+        __import__("loopwise.strategies").strategies.names()
+    )
+
+
+def test_cli_simulate_prints_the_curve_and_writes_its_files(tmp_path):
+    args = ["simulate", "--dataset", "digits", "--seeds", "1", "--budget", "60", "--jobs", "1"]
+    out = CliRunner().invoke(app, [*args, "-s", "margin", "--out", str(tmp_path)])
+    assert out.exit_code == 0, out.output
+    assert "Learning curve" in out.output and "margin" in out.output and "random" in out.output
+    assert (tmp_path / "learning_curve_digits.png").stat().st_size > 10_000
+    summary = json.loads((tmp_path / "summary_digits.json").read_text())
+    assert {r["arm"] for r in summary["summary"]} == {"random", "margin"}
+
+
+def test_cli_refuses_an_unknown_strategy(tmp_path):
+    out = CliRunner().invoke(app, ["simulate", "-s", "magic", "--out", str(tmp_path)])
+    assert out.exit_code != 0 and "unknown strategy 'magic'" in out.output
