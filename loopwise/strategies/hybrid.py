@@ -32,7 +32,7 @@ class ClusterMargin(QueryStrategy):
 
     name = "cluster_margin"
 
-    def __init__(self, candidate_factor: float = 5.0, random_state: Any = None) -> None:
+    def __init__(self, candidate_factor: float = 10.0, random_state: Any = None) -> None:
         self.candidate_factor = candidate_factor
         self.random_state = random_state
 
