@@ -1,0 +1,760 @@
+"""Consensus over several annotations per item, and when to ask for another one.
+
+Input everywhere is a long table of annotations, one row per (item, annotator) answer,
+with columns ``item``, ``annotator`` and ``label``. Skipped, cancelled and rejected
+annotations are removed by the caller (see :mod:`loopwise.labelstudio`); a missing
+value in these columns is an error, not a silent drop.
+
+- :func:`majority_vote` — the share of votes for the winner, seeded tie-breaking.
+- :func:`dawid_skene` — EM over per-annotator confusion matrices and class priors
+  (Dawid & Skene, 1979), initialised from the majority-vote posteriors.
+- :func:`accept` — split consensus labels into the training set and expert review,
+  with the reason for every disputed item.
+- :class:`AdaptiveOverlap` — ask for a 2nd (3rd, …) annotation only where the first
+  disagrees with the model, the model is unsure, or the annotators disagree.
+- :func:`simulate_adaptive_overlap` — simulated annotators: accuracy of the accepted
+  labels and annotations paid for, full overlap against the adaptive policy.
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Hashable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+import numpy.typing as npt
+import pandas as pd
+from scipy.special import logsumexp
+from sklearn.utils import check_random_state
+
+from loopwise._validation import check_n
+
+__all__ = [
+    "AdaptiveOverlap",
+    "AnnotatorProfile",
+    "ConsensusResult",
+    "accept",
+    "dawid_skene",
+    "majority_vote",
+    "simulate_adaptive_overlap",
+]
+
+COLUMNS = ("item", "annotator", "label")
+
+#: Posteriors closer than this to the best one count as a tie (broken by the seed).
+_TIE_ATOL = 1e-12
+#: Floor for probabilities before a log, so that ``smoothing=0`` cannot give ``-inf - -inf``.
+_TINY = np.finfo(np.float64).tiny
+
+
+# --------------------------------------------------------------------------- encoding
+
+
+@dataclass(frozen=True)
+class _Encoded:
+    """Annotations as integer codes; ``items``, ``annotators`` and ``classes`` decode them."""
+
+    items: pd.Index
+    annotators: pd.Index
+    classes: pd.Index
+    item_idx: np.ndarray  # (R,) row → item code
+    annotator_idx: np.ndarray  # (R,) row → annotator code
+    label_idx: np.ndarray  # (R,) row → class code
+
+    def counts(self) -> np.ndarray:
+        """Votes per item and class, shape (N, K)."""
+        n_items, n_classes = len(self.items), len(self.classes)
+        flat = self.item_idx * n_classes + self.label_idx
+        return np.bincount(flat, minlength=n_items * n_classes).reshape(n_items, n_classes)
+
+
+def _factorize(values: pd.Series) -> tuple[np.ndarray, pd.Index]:
+    """Integer codes and sorted uniques (order of appearance if the values cannot be sorted)."""
+    try:
+        codes, uniques = pd.factorize(values, sort=True)
+    except TypeError:  # mixed types, e.g. int and str item ids
+        codes, uniques = pd.factorize(values, sort=False)
+    return codes.astype(np.intp, copy=False), pd.Index(uniques)
+
+
+def _check_labels(labels: Sequence[Hashable]) -> pd.Index:
+    if isinstance(labels, str) or not isinstance(labels, Sequence | np.ndarray | pd.Index):
+        raise TypeError(
+            f"labels must be a sequence of class labels, got {type(labels).__name__} {labels!r}"
+        )
+    classes = pd.Index(list(labels))
+    if len(classes) == 0:
+        raise ValueError("labels must hold at least one class, got an empty sequence")
+    if classes.has_duplicates:
+        dups = classes[classes.duplicated()].unique().tolist()
+        raise ValueError(
+            f"labels must be distinct, got {dups!r} more than once in {list(classes)!r}"
+        )
+    return classes
+
+
+def _encode(annotations: Any, labels: Sequence[Hashable] | None) -> _Encoded:
+    """Validate the annotation table and encode it; the one public-boundary check."""
+    if not isinstance(annotations, pd.DataFrame):
+        raise TypeError(
+            "annotations must be a pandas DataFrame with columns 'item', 'annotator', 'label', "
+            f"got {type(annotations).__name__}"
+        )
+    missing = [c for c in COLUMNS if c not in annotations.columns]
+    if missing:
+        raise ValueError(
+            f"annotations lacks column(s) {missing}: it needs {list(COLUMNS)}, one row per "
+            f"annotation; got columns {list(annotations.columns)}"
+        )
+    if len(annotations) == 0:
+        raise ValueError("annotations is empty (0 rows): there is nothing to aggregate")
+    for col in COLUMNS:
+        null = annotations[col].isna().to_numpy()
+        if null.any():
+            raise ValueError(
+                f"annotations[{col!r}] has {int(null.sum())} missing value(s) (first at index "
+                f"{annotations.index[null][0]!r}); remove skipped, cancelled and rejected "
+                "annotations before aggregating"
+            )
+    item_idx, items = _factorize(annotations["item"])
+    annotator_idx, annotators = _factorize(annotations["annotator"])
+    if labels is None:
+        label_idx, classes = _factorize(annotations["label"])
+    else:
+        classes = _check_labels(labels)
+        label_idx = classes.get_indexer(annotations["label"]).astype(np.intp, copy=False)
+        unknown = label_idx < 0
+        if unknown.any():
+            bad = pd.unique(annotations["label"].to_numpy()[unknown]).tolist()
+            raise ValueError(
+                f"annotations hold label(s) {bad[:10]!r} that are not in labels {list(classes)!r}"
+            )
+    return _Encoded(
+        items=items.rename("item"),
+        annotators=annotators.rename("annotator"),
+        classes=classes,
+        item_idx=item_idx,
+        annotator_idx=annotator_idx,
+        label_idx=label_idx,
+    )
+
+
+def _argmax_seeded(scores: np.ndarray, rng: np.random.RandomState, atol: float = 0.0) -> np.ndarray:
+    """Row-wise argmax; ties (within ``atol`` of the best) broken by a seeded draw."""
+    best = scores.max(axis=1, keepdims=True)
+    keys = rng.random_sample(scores.shape)
+    keys[scores < best - atol] = -1.0
+    return keys.argmax(axis=1)
+
+
+def _label_frame(
+    enc: _Encoded, winner: np.ndarray, confidence: np.ndarray, counts: np.ndarray
+) -> pd.DataFrame:
+    rows = np.arange(len(enc.items))
+    n = counts.sum(axis=1)
+    return pd.DataFrame(
+        {
+            "label": enc.classes.take(winner),
+            "confidence": confidence,
+            "agreement": counts[rows, winner] / n,
+            "n_annotations": n.astype(np.int64),
+        },
+        index=enc.items,
+    )
+
+
+# --------------------------------------------------------------------------- majority vote
+
+
+def majority_vote(
+    annotations: pd.DataFrame,
+    *,
+    labels: Sequence[Hashable] | None = None,
+    random_state: int | np.random.RandomState | None = None,
+) -> pd.DataFrame:
+    """The most frequent label of every item, ties broken by a seeded draw.
+
+    Parameters
+    ----------
+    annotations : DataFrame of shape (R, >=3)
+        One row per annotation with columns ``item``, ``annotator``, ``label``.
+    labels : sequence, optional
+        The label set. Defaults to the labels that occur; an annotation outside an
+        explicit set is an error.
+    random_state : int, RandomState instance or None
+        Seeds the tie-breaking: two runs with the same seed pick the same winners.
+
+    Returns
+    -------
+    consensus : DataFrame of shape (N, 4), indexed by ``item``
+        ``label`` (the winner), ``confidence`` (= ``agreement``), ``agreement`` (share of
+        the item's votes for the winner) and ``n_annotations``.
+
+    Raises
+    ------
+    TypeError
+        If ``annotations`` is not a DataFrame.
+    ValueError
+        If it is empty, lacks a column, holds missing values or a label outside ``labels``.
+    """
+    enc = _encode(annotations, labels)
+    rng = check_random_state(random_state)
+    counts = enc.counts()
+    winner = _argmax_seeded(counts.astype(np.float64), rng)
+    agreement = counts[np.arange(len(enc.items)), winner] / counts.sum(axis=1)
+    return _label_frame(enc, winner, agreement, counts)
+
+
+# --------------------------------------------------------------------------- Dawid–Skene
+
+
+@dataclass
+class ConsensusResult:
+    """What :func:`dawid_skene` learned.
+
+    Attributes
+    ----------
+    labels : DataFrame of shape (N, 4), indexed by ``item``
+        ``label`` (most probable class), ``confidence`` (its posterior), ``agreement``
+        (share of the item's annotators who gave that label), ``n_annotations``.
+    posteriors : DataFrame of shape (N, K)
+        Posterior class probabilities per item; rows sum to 1.
+    annotator_accuracy : Series of length A
+        Estimated accuracy ``sum_k prior_k * confusion[k, k]`` per annotator, best first.
+    confusions : dict
+        Annotator → DataFrame (K, K) with ``confusion.loc[true, given]`` =
+        P(annotator gives ``given`` | true class ``true``); rows sum to 1.
+    priors : Series of length K
+        Estimated class frequencies.
+    n_iter : int
+        EM iterations run.
+    converged : bool
+        Whether the log-likelihood changed by less than ``tol`` before ``max_iter``.
+    log_likelihood : float
+        Mean log-likelihood per annotation at the last iteration.
+    """
+
+    labels: pd.DataFrame
+    posteriors: pd.DataFrame
+    annotator_accuracy: pd.Series
+    confusions: dict[Hashable, pd.DataFrame]
+    priors: pd.Series
+    n_iter: int
+    converged: bool = False
+    log_likelihood: float = float("nan")
+
+
+def _m_step(post: np.ndarray, enc: _Encoded, smoothing: float) -> tuple[np.ndarray, np.ndarray]:
+    """Priors (K,) and confusions (A, K, K) from posteriors (N, K), Laplace-smoothed."""
+    n_items, n_classes = post.shape
+    n_annotators = len(enc.annotators)
+    priors = (post.sum(axis=0) + smoothing) / (n_items + n_classes * smoothing)
+    weights = post[enc.item_idx]  # (R, K): how much each answer counts towards each true class
+    flat = enc.annotator_idx * n_classes + enc.label_idx
+    counts = np.empty((n_annotators, n_classes, n_classes))
+    for k in range(n_classes):
+        counts[:, k, :] = np.bincount(
+            flat, weights=weights[:, k], minlength=n_annotators * n_classes
+        ).reshape(n_annotators, n_classes)
+    counts += smoothing
+    confusion = counts / counts.sum(axis=2, keepdims=True)
+    return priors, confusion
+
+
+def _log_joint(priors: np.ndarray, confusion: np.ndarray, enc: _Encoded) -> np.ndarray:
+    """``log P(true = k) + sum of log P(answer | true = k)`` per item, shape (N, K)."""
+    n_items, n_classes = len(enc.items), len(enc.classes)
+    log_conf = np.log(np.maximum(confusion, _TINY))
+    per_answer = log_conf[enc.annotator_idx, :, enc.label_idx]  # (R, K)
+    out = np.empty((n_items, n_classes))
+    for k in range(n_classes):
+        out[:, k] = np.bincount(enc.item_idx, weights=per_answer[:, k], minlength=n_items)
+    out += np.log(np.maximum(priors, _TINY))
+    return out
+
+
+def _check_float(
+    value: Any, name: str, low: float, high: float, *, low_open: bool = False
+) -> float:
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(
+            f"{name} must be a real number, got {value!r} of type {type(value).__name__}"
+        )
+    value = float(value)
+    ok = (low < value if low_open else low <= value) and value <= high
+    if not ok or np.isnan(value):
+        bracket = "(" if low_open else "["
+        raise ValueError(f"{name} must be in {bracket}{low}, {high}], got {value!r}")
+    return value
+
+
+def dawid_skene(
+    annotations: pd.DataFrame,
+    *,
+    labels: Sequence[Hashable] | None = None,
+    max_iter: int = 100,
+    tol: float = 1e-6,
+    smoothing: float = 0.01,
+    random_state: int | np.random.RandomState | None = None,
+) -> ConsensusResult:
+    """Dawid–Skene consensus: EM over per-annotator confusion matrices and class priors.
+
+    Starts from the majority-vote posteriors, then alternates an M-step (class priors
+    and each annotator's confusion matrix from the current posteriors, both with
+    additive ``smoothing``) and an E-step (posteriors from the priors and confusions),
+    until the mean log-likelihood per annotation changes by less than ``tol``.
+
+    Parameters
+    ----------
+    annotations : DataFrame of shape (R, >=3)
+        One row per annotation with columns ``item``, ``annotator``, ``label``.
+    labels : sequence, optional
+        The label set. Defaults to the labels that occur. A class nobody used gets a
+        prior and a posterior close to 0 (``smoothing`` keeps them finite).
+    max_iter : int
+        Maximum number of EM iterations.
+    tol : float
+        Convergence threshold on the change of the mean log-likelihood per annotation.
+    smoothing : float
+        Pseudo-count added to every confusion-matrix cell and class count (Laplace
+        smoothing). Keeps an annotator seen once, or a class never seen, from getting
+        probability 0.
+    random_state : int, RandomState instance or None
+        Seeds the tie-breaking between equally probable labels.
+
+    Returns
+    -------
+    ConsensusResult
+
+    Raises
+    ------
+    TypeError, ValueError
+        On invalid annotations (see :func:`majority_vote`) or parameters.
+
+    References
+    ----------
+    A. P. Dawid and A. M. Skene, "Maximum likelihood estimation of observer error-rates
+    using the EM algorithm", Applied Statistics 28(1), 1979, pp. 20–28.
+    """
+    max_iter = check_n(max_iter, "max_iter")
+    tol = _check_float(tol, "tol", 0.0, np.inf)
+    smoothing = _check_float(smoothing, "smoothing", 0.0, np.inf)
+    enc = _encode(annotations, labels)
+    rng = check_random_state(random_state)
+
+    counts = enc.counts()
+    post = counts / counts.sum(axis=1, keepdims=True)
+    n_answers = enc.item_idx.shape[0]
+    previous, converged, mean_ll, n_iter = -np.inf, False, np.nan, 0
+    for n_iter in range(1, max_iter + 1):  # noqa: B007 (n_iter is reported)
+        priors, confusion = _m_step(post, enc, smoothing)
+        joint = _log_joint(priors, confusion, enc)
+        norm = logsumexp(joint, axis=1, keepdims=True)
+        post = np.exp(joint - norm)
+        mean_ll = float(norm.sum() / n_answers)
+        if abs(mean_ll - previous) < tol:
+            converged = True
+            break
+        previous = mean_ll
+    # Report the parameters that go with the final posteriors.
+    priors, confusion = _m_step(post, enc, smoothing)
+
+    winner = _argmax_seeded(post, rng, atol=_TIE_ATOL)
+    confidence = post[np.arange(len(enc.items)), winner]
+    accuracy = np.einsum("k,akk->a", priors, confusion)
+    classes = enc.classes
+    return ConsensusResult(
+        labels=_label_frame(enc, winner, confidence, counts),
+        posteriors=pd.DataFrame(post, index=enc.items, columns=classes),
+        annotator_accuracy=pd.Series(accuracy, index=enc.annotators, name="accuracy").sort_values(
+            ascending=False, kind="stable"
+        ),
+        confusions={
+            a: pd.DataFrame(
+                confusion[i], index=classes.rename("true"), columns=classes.rename("given")
+            )
+            for i, a in enumerate(enc.annotators)
+        },
+        priors=pd.Series(priors, index=classes, name="prior"),
+        n_iter=n_iter,
+        converged=converged,
+        log_likelihood=mean_ll,
+    )
+
+
+# --------------------------------------------------------------------------- acceptance
+
+
+def _fmt(value: float, threshold: float) -> tuple[str, str]:
+    """Two decimals, or more when two decimals would print ``0.66 < 0.66``."""
+    for digits in (2, 4, 6):
+        a, b = f"{value:.{digits}f}", f"{threshold:.{digits}f}"
+        if a != b:
+            return a, b
+    return repr(value), repr(threshold)
+
+
+def accept(
+    consensus_labels: pd.DataFrame,
+    *,
+    min_agreement: float = 0.66,
+    min_confidence: float = 0.0,
+    min_annotations: int = 1,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Split consensus labels into accepted (training set) and disputed (expert review).
+
+    An item is accepted when ``agreement >= min_agreement``, ``confidence >=
+    min_confidence`` and ``n_annotations >= min_annotations``; otherwise it is disputed.
+
+    Parameters
+    ----------
+    consensus_labels : DataFrame
+        As returned by :func:`majority_vote` or ``dawid_skene(...).labels``: columns
+        ``label``, ``agreement``, ``confidence``, ``n_annotations``, one row per item.
+    min_agreement : float in [0, 1]
+        Lowest share of the item's annotators who gave the consensus label.
+    min_confidence : float in [0, 1]
+        Lowest posterior of the consensus label (Dawid–Skene); 0 disables the check.
+    min_annotations : int >= 1
+        Fewest annotations an item needs.
+
+    Returns
+    -------
+    accepted : DataFrame
+        The rows of ``consensus_labels`` that pass every threshold, in input order.
+    disputed : DataFrame
+        The other rows, in input order, with an added ``reason`` column naming every
+        failed threshold, e.g. ``"agreement 0.50 < 0.66; n_annotations 1 < 2"``.
+    """
+    if not isinstance(consensus_labels, pd.DataFrame):
+        raise TypeError(
+            f"consensus_labels must be a pandas DataFrame, got {type(consensus_labels).__name__}"
+        )
+    needed = ["label", "agreement", "confidence", "n_annotations"]
+    missing = [c for c in needed if c not in consensus_labels.columns]
+    if missing:
+        raise ValueError(
+            f"consensus_labels lacks column(s) {missing}: it needs {needed} (the output of "
+            f"majority_vote or dawid_skene(...).labels); got {list(consensus_labels.columns)}"
+        )
+    min_agreement = _check_float(min_agreement, "min_agreement", 0.0, 1.0)
+    min_confidence = _check_float(min_confidence, "min_confidence", 0.0, 1.0)
+    min_annotations = check_n(min_annotations, "min_annotations")
+
+    checks = [
+        ("agreement", min_agreement, consensus_labels["agreement"].to_numpy(dtype=float)),
+        ("confidence", min_confidence, consensus_labels["confidence"].to_numpy(dtype=float)),
+        ("n_annotations", min_annotations, consensus_labels["n_annotations"].to_numpy()),
+    ]
+    reasons: list[list[str]] = [[] for _ in range(len(consensus_labels))]
+    for name, threshold, values in checks:
+        # NaN fails every check: an unknown agreement is not an agreement.
+        failed = ~(values >= threshold)
+        for i in np.flatnonzero(failed):
+            if name == "n_annotations":
+                reasons[i].append(f"{name} {int(values[i])} < {threshold}")
+            else:
+                shown, limit = _fmt(float(values[i]), float(threshold))
+                reasons[i].append(f"{name} {shown} < {limit}")
+    is_disputed = np.array([bool(r) for r in reasons], dtype=bool)
+    accepted = consensus_labels.loc[~is_disputed].copy()
+    disputed = consensus_labels.loc[is_disputed].copy()
+    disputed["reason"] = pd.Series(
+        ["; ".join(r) for r in reasons if r], index=disputed.index, dtype=object
+    )
+    return accepted, disputed
+
+
+# --------------------------------------------------------------------------- adaptive overlap
+
+
+@dataclass(frozen=True)
+class AdaptiveOverlap:
+    """Ask for another annotation only where it is likely to change the label.
+
+    An item gets its first annotation always. It gets another one, up to
+    ``max_annotations``, only while one of these holds:
+
+    - the annotations so far disagree with each other;
+    - there is a single annotation and it disagrees with the model's predicted label
+      (or there is no prediction);
+    - there is a single annotation and the model's confidence is below
+      ``confidence_threshold`` (or unknown).
+
+    Two or more unanimous annotations are enough: they outvote the model.
+
+    Parameters
+    ----------
+    confidence_threshold : float in [0, 1]
+        Model confidence (e.g. the top class probability) below which one annotation
+        that agrees with the model is not enough.
+    max_annotations : int >= 1
+        Never ask for more than this many annotations per item.
+    """
+
+    confidence_threshold: float = 0.8
+    max_annotations: int = 3
+
+    def _check_params(self) -> None:
+        _check_float(self.confidence_threshold, "confidence_threshold", 0.0, 1.0)
+        check_n(self.max_annotations, "max_annotations")
+
+    def needs_more(
+        self,
+        model_label: Hashable | None,
+        model_confidence: float | None,
+        labels_so_far: Sequence[Hashable],
+    ) -> bool:
+        """Whether the item needs another annotation.
+
+        Parameters
+        ----------
+        model_label : hashable or None
+            The model's predicted label for the item; None when there is no model yet.
+        model_confidence : float in [0, 1] or None
+            The model's confidence in ``model_label``; None counts as low.
+        labels_so_far : sequence
+            The labels of the item's accepted annotations so far, in any order.
+
+        Returns
+        -------
+        bool
+        """
+        self._check_params()
+        if model_confidence is not None:
+            model_confidence = _check_float(model_confidence, "model_confidence", 0.0, 1.0)
+        if isinstance(labels_so_far, str) or not isinstance(
+            labels_so_far, Sequence | np.ndarray | pd.Series
+        ):
+            raise TypeError(
+                "labels_so_far must be a sequence of labels (one per annotation), got "
+                f"{type(labels_so_far).__name__} {labels_so_far!r}"
+            )
+        n = len(labels_so_far)
+        if n == 0:
+            return True
+        if n >= self.max_annotations:
+            return False
+        if len(set(labels_so_far)) > 1:
+            return True
+        if n >= 2:
+            return False
+        model_unsure = model_confidence is None or model_confidence < self.confidence_threshold
+        return model_label is None or labels_so_far[0] != model_label or model_unsure
+
+
+@dataclass(frozen=True)
+class AnnotatorProfile:
+    """A simulated annotator.
+
+    Parameters
+    ----------
+    accuracy : float in [0, 1]
+        Probability of giving the true label.
+    confusion : mapping, optional
+        ``true label → wrong label`` given when the annotator errs on an item of that
+        class (a systematic confusion). Classes not in the mapping get a uniformly drawn
+        wrong label.
+    """
+
+    accuracy: float
+    confusion: Mapping[Hashable, Hashable] = field(default_factory=dict)
+
+
+def _profiles(profiles: Any) -> list[AnnotatorProfile]:
+    if isinstance(profiles, str | Mapping) or not isinstance(profiles, Sequence):
+        raise TypeError(
+            "annotator_profiles must be a sequence of AnnotatorProfile, mappings "
+            f"{{'accuracy': ..., 'confusion': ...}} or accuracies, got {type(profiles).__name__}"
+        )
+    out = []
+    for i, p in enumerate(profiles):
+        if isinstance(p, AnnotatorProfile):
+            prof = p
+        elif isinstance(p, Mapping):
+            unknown = set(p) - {"accuracy", "confusion"}
+            if unknown or "accuracy" not in p:
+                raise ValueError(
+                    f"annotator_profiles[{i}] must have the key 'accuracy' and optionally "
+                    f"'confusion', got keys {sorted(map(str, p))}"
+                )
+            prof = AnnotatorProfile(p["accuracy"], p.get("confusion") or {})
+        elif isinstance(p, numbers.Real) and not isinstance(p, bool):
+            prof = AnnotatorProfile(float(p))
+        else:
+            raise TypeError(
+                f"annotator_profiles[{i}] must be an AnnotatorProfile, a mapping or an "
+                f"accuracy, got {type(p).__name__} {p!r}"
+            )
+        _check_float(prof.accuracy, f"annotator_profiles[{i}].accuracy", 0.0, 1.0)
+        out.append(prof)
+    return out
+
+
+def _arm_metrics(
+    answers: pd.DataFrame,
+    truth: pd.Series,
+    method: str,
+    min_agreement: float,
+    labels: pd.Index,
+    seed: int,
+) -> dict[str, float]:
+    if method == "dawid_skene":
+        consensus = dawid_skene(answers, labels=labels, random_state=seed).labels
+    else:
+        consensus = majority_vote(answers, labels=labels, random_state=seed)
+    accepted, _ = accept(consensus, min_agreement=min_agreement)
+    correct = consensus["label"].to_numpy() == truth.loc[consensus.index].to_numpy()
+    acc_ok = accepted["label"].to_numpy() == truth.loc[accepted.index].to_numpy()
+    n_items = len(consensus)
+    return {
+        "n_items": n_items,
+        "n_annotations": len(answers),
+        "annotations_per_item": len(answers) / n_items,
+        "accuracy": float(correct.mean()),
+        "n_accepted": len(accepted),
+        "accepted_share": len(accepted) / n_items,
+        "accepted_accuracy": float(acc_ok.mean()) if len(accepted) else float("nan"),
+    }
+
+
+def simulate_adaptive_overlap(
+    y_true: npt.ArrayLike,
+    model_label: npt.ArrayLike,
+    model_confidence: npt.ArrayLike,
+    annotator_profiles: Sequence[AnnotatorProfile | Mapping[str, Any] | float],
+    *,
+    policy: AdaptiveOverlap | None = None,
+    max_annotations: int = 3,
+    method: Literal["dawid_skene", "majority"] = "dawid_skene",
+    min_agreement: float = 0.66,
+    labels: Sequence[Hashable] | None = None,
+    random_state: int | np.random.RandomState | None = None,
+) -> pd.DataFrame:
+    """Full overlap against an adaptive-overlap policy, with simulated annotators.
+
+    Every item gets ``max_annotations`` answers from distinct annotators drawn at
+    random; an annotator gives the true label with probability ``accuracy`` and a wrong
+    one otherwise (its ``confusion`` label, or a uniform draw). The *full* arm pays for
+    all of them; the *adaptive* arm pays for the answers in the same order until
+    ``policy.needs_more`` says stop (a paired design: both arms see the same answers).
+    Each arm is aggregated (Dawid–Skene or majority vote) and split by :func:`accept`.
+
+    Parameters
+    ----------
+    y_true : array-like of shape (N,)
+        True labels.
+    model_label : array-like of shape (N,)
+        The model's predicted label per item (what the annotators see pre-filled).
+    model_confidence : array-like of shape (N,)
+        The model's confidence in ``model_label``, in [0, 1].
+    annotator_profiles : sequence of AnnotatorProfile, mapping or float
+        At least ``max_annotations`` annotators; a float is an accuracy.
+    policy : AdaptiveOverlap, optional
+        Defaults to ``AdaptiveOverlap(max_annotations=max_annotations)``.
+    max_annotations : int >= 1
+        Answers per item in the full arm; the policy may not ask for more.
+    method : {"dawid_skene", "majority"}
+        How each arm's answers are aggregated.
+    min_agreement : float in [0, 1]
+        Passed to :func:`accept`.
+    labels : sequence, optional
+        The label set; defaults to the labels in ``y_true`` and ``model_label``.
+    random_state : int, RandomState instance or None
+        Seeds the annotators, their answers and the tie-breaking.
+
+    Returns
+    -------
+    summary : DataFrame of shape (2, 8), indexed by arm (``"full"``, ``"adaptive"``)
+        ``n_items``, ``n_annotations`` (paid for), ``annotations_per_item``,
+        ``accuracy`` (all consensus labels), ``n_accepted``, ``accepted_share``,
+        ``accepted_accuracy`` (of the accepted labels) and ``annotation_ratio``
+        (annotations relative to the full arm).
+    """
+    y_true = np.asarray(y_true)
+    model_label = np.asarray(model_label)
+    model_confidence = np.asarray(model_confidence, dtype=np.float64)
+    if y_true.ndim != 1 or y_true.shape[0] == 0:
+        raise ValueError(f"y_true must be a non-empty 1-D array, got shape {y_true.shape}")
+    for name, arr in (("model_label", model_label), ("model_confidence", model_confidence)):
+        if arr.shape != y_true.shape:
+            raise ValueError(
+                f"{name} must have the shape of y_true {y_true.shape}, got {arr.shape}"
+            )
+    if not np.all((model_confidence >= 0) & (model_confidence <= 1)):
+        raise ValueError("model_confidence must lie in [0, 1] (NaN is not allowed)")
+    if method not in ("dawid_skene", "majority"):
+        raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
+    max_annotations = check_n(max_annotations, "max_annotations")
+    min_agreement = _check_float(min_agreement, "min_agreement", 0.0, 1.0)
+    policy = AdaptiveOverlap(max_annotations=max_annotations) if policy is None else policy
+    if not isinstance(policy, AdaptiveOverlap):
+        raise TypeError(f"policy must be an AdaptiveOverlap, got {type(policy).__name__}")
+    policy._check_params()
+    if policy.max_annotations > max_annotations:
+        raise ValueError(
+            f"policy.max_annotations ({policy.max_annotations}) exceeds max_annotations "
+            f"({max_annotations}), the overlap of the full arm"
+        )
+    profiles = _profiles(annotator_profiles)
+    if len(profiles) < max_annotations:
+        raise ValueError(
+            f"annotator_profiles holds {len(profiles)} annotator(s); max_annotations="
+            f"{max_annotations} distinct annotators per item need at least that many"
+        )
+    if labels is None:
+        classes = pd.Index(pd.unique(np.concatenate([y_true, model_label]).astype(object)))
+    else:
+        classes = _check_labels(labels)
+    if len(classes) < 2:
+        raise ValueError(f"the simulation needs at least 2 classes, got {list(classes)!r}")
+    true_idx = classes.get_indexer(y_true)
+    if (true_idx < 0).any():
+        raise ValueError(f"y_true holds labels outside labels {list(classes)!r}")
+    n_classes = len(classes)
+    accuracy = np.array([p.accuracy for p in profiles])
+    bias = np.full((len(profiles), n_classes), -1, dtype=np.intp)
+    for a, p in enumerate(profiles):
+        for true, wrong in p.confusion.items():
+            k, w = classes.get_indexer([true, wrong])
+            if k < 0 or w < 0 or k == w:
+                raise ValueError(
+                    f"annotator_profiles[{a}].confusion maps {true!r} → {wrong!r}; both must be "
+                    f"distinct labels of {list(classes)!r}"
+                )
+            bias[a, k] = w
+
+    rng = check_random_state(random_state)
+    n_items = y_true.shape[0]
+    who = np.argsort(rng.random_sample((n_items, len(profiles))), axis=1)[:, :max_annotations]
+    correct = rng.random_sample(who.shape) < accuracy[who]
+    uniform_wrong = (true_idx[:, None] + rng.randint(1, n_classes, size=who.shape)) % n_classes
+    biased_wrong = bias[who, true_idx[:, None]]
+    wrong = np.where(biased_wrong >= 0, biased_wrong, uniform_wrong)
+    given = np.where(correct, true_idx[:, None], wrong)
+
+    paid = np.empty(n_items, dtype=np.intp)
+    given_labels = classes.to_numpy()[given]
+    for i in range(n_items):
+        n = 1
+        while n < max_annotations and policy.needs_more(
+            model_label[i], float(model_confidence[i]), list(given_labels[i, :n])
+        ):
+            n += 1
+        paid[i] = n
+
+    items = np.repeat(np.arange(n_items), max_annotations)
+    full = pd.DataFrame({"item": items, "annotator": who.ravel(), "label": given_labels.ravel()})
+    keep = (np.arange(max_annotations)[None, :] < paid[:, None]).ravel()
+    truth = pd.Series(y_true, index=pd.RangeIndex(n_items))
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    rows = {
+        arm: _arm_metrics(answers, truth, method, min_agreement, classes, seed)
+        for arm, answers in (("full", full), ("adaptive", full.loc[keep]))
+    }
+    summary = pd.DataFrame.from_dict(rows, orient="index")
+    summary["annotation_ratio"] = summary["n_annotations"] / summary.loc["full", "n_annotations"]
+    summary.index.name = "arm"
+    return summary
