@@ -10,8 +10,14 @@ export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
 export PYTHONDONTWRITEBYTECODE := 1
+# Prefect writes its profile and database under PREFECT_HOME (default ~/.prefect):
+# keep it in the project's ignored work folder, and keep it offline.
+export PREFECT_HOME ?= $(CURDIR)/.loopwise/prefect
+export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
+export DO_NOT_TRACK ?= 1
+export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: help install test test-fast lint demo bench bench-quick clean
+.PHONY: help install test test-fast lint demo bench bench-quick clean labelstudio-start labelstudio-stop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -26,12 +32,18 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.synced  ## create .venv from uv.lock
 
-test: install  ## the whole test suite (unit, behaviour, simulation)
+test: install  ## the whole suite: unit, behaviour, simulation, and integration against a real Label Studio
 	$(RUN) ruff check .
 	$(RUN) pytest
 
-test-fast: install  ## the suite without the slow simulation tests
-	$(RUN) pytest -m "not slow"
+test-fast: install  ## the suite without the slow and the server tests
+	$(RUN) pytest -m "not slow and not integration"
+
+labelstudio-start: install  ## start a local Label Studio (127.0.0.1); URL and token in .loopwise/labelstudio.env
+	$(RUN) python -m tasks.labelstudio_server start
+
+labelstudio-stop: install  ## stop it (by process id)
+	$(RUN) python -m tasks.labelstudio_server stop
 
 lint: install  ## ruff
 	$(RUN) ruff check .

@@ -2,6 +2,16 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+# Prefect keeps its profile under PREFECT_HOME (default ~/.prefect): tests write
+# nothing to the home directory. Set before any test module imports prefect.
+_WORK = Path(__file__).resolve().parents[1] / ".loopwise"
+os.environ.setdefault("PREFECT_HOME", str(_WORK / "prefect"))
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
 import numpy as np
 import pytest
 from sklearn.base import BaseEstimator, ClassifierMixin

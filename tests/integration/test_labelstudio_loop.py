@@ -1,0 +1,329 @@
+"""Dispatch, polling and consensus against a real Label Studio server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopwise import consensus
+from tasks import annotators, labelstudio
+from tasks.annotators import AnnotatorProfile
+from tasks.storage import Store
+
+pytestmark = pytest.mark.integration
+
+LABELS = ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"]
+_titles = itertools.count()
+
+
+def _batch(n, offset=0, seed=0):
+    rng = np.random.RandomState(seed)
+    rows = []
+    for i in range(offset, offset + n):
+        rows.append(
+            {
+                "item_id": f"q{i:05d}",
+                "data": {"text": f"question number {i}?"},
+                "prediction_label": LABELS[i % len(LABELS)],
+                "prediction_score": float(rng.uniform(0.3, 0.9)),
+                "query_score": float(1.0 - i / 1000),
+            }
+        )
+    return rows
+
+
+def _truth(batch):
+    return {b["item_id"]: LABELS[(int(b["item_id"][1:]) * 7) % len(LABELS)] for b in batch}
+
+
+@pytest.fixture
+def project(label_studio, ls_client, tmp_path):
+    title = f"loopwise-test-{next(_titles)}-{tmp_path.name}"
+    pid = labelstudio.ensure_project.fn(
+        label_studio.url, label_studio.token, title, LABELS, "text", overlap=3
+    )
+    return pid, str(tmp_path / "store")
+
+
+def _server_tasks(ls_client, pid):
+    return list(ls_client.tasks.list(project=pid, fields="task_only", page_size=1000))
+
+
+def test_project_is_found_again_and_a_different_label_set_is_refused(
+    label_studio, ls_client, project
+):
+    pid, _ = project
+    title = ls_client.projects.get(id=pid).title
+    again = labelstudio.ensure_project.fn(
+        label_studio.url, label_studio.token, title, LABELS, "text", overlap=3
+    )
+    assert again == pid
+    before = ls_client.projects.get(id=pid).label_config
+    with pytest.raises(labelstudio.ProjectMismatchError, match="left untouched"):
+        labelstudio.ensure_project.fn(
+            label_studio.url, label_studio.token, title, ["yes", "no"], "text"
+        )
+    assert ls_client.projects.get(id=pid).label_config == before
+    p = ls_client.projects.get(id=pid)
+    assert p.maximum_annotations == 3 and p.sampling == "Sequential sampling"
+
+
+def test_redispatch_creates_no_task_and_order_is_best_first(label_studio, ls_client, project):
+    pid, store = project
+    batch = _batch(30)
+    r1 = labelstudio.dispatch_batch.fn(
+        label_studio.url,
+        label_studio.token,
+        pid,
+        batch,
+        store_root=store,
+        cycle=1,
+        model_version="m1",
+        labels=LABELS,
+        chunk_size=8,
+    )
+    assert r1["created"] == 30 and r1["already_dispatched"] == 0
+    r2 = labelstudio.dispatch_batch.fn(
+        label_studio.url,
+        label_studio.token,
+        pid,
+        batch,
+        store_root=store,
+        cycle=1,
+        model_version="m1",
+        labels=LABELS,
+    )
+    assert (
+        r2["created"] == 0 and r2["already_dispatched"] == 30 and r2["task_ids"] == r1["task_ids"]
+    )
+    tasks = _server_tasks(ls_client, pid)
+    assert len(tasks) == 30
+    # the receipt maps each item to the task that holds it, and id order is best-first order
+    by_id = {int(t.id): t.data["item_id"] for t in tasks}
+    assert all(by_id[tid] == item for item, tid in r1["task_ids"].items())
+    assert [by_id[i] for i in sorted(by_id)] == [b["item_id"] for b in batch]
+    full = ls_client.tasks.get(id=r1["task_ids"]["q00000"])
+    pred = full.predictions[0]
+    assert pred.model_version == "m1" and pred.result[0]["value"]["choices"] == ["ABBR"]
+    assert full.data["query_score"] == pytest.approx(1.0)
+
+
+def test_a_crash_between_import_and_receipt_is_reconciled_without_duplicates(
+    label_studio, ls_client, project, monkeypatch
+):
+    pid, store = project
+    batch = _batch(12)
+    real_append = Store.append_jsonl
+
+    def crash_on_receipt(self, key, records):
+        records = list(records)
+        if records and records[0].get("event") == "sent":
+            raise OSError("disk went away after the import")  # a fault a real server cannot produce
+        return real_append(self, key, records)
+
+    monkeypatch.setattr(Store, "append_jsonl", crash_on_receipt)
+    with pytest.raises(OSError, match="disk went away"):
+        labelstudio.dispatch_batch.fn(
+            label_studio.url,
+            label_studio.token,
+            pid,
+            batch,
+            store_root=store,
+            cycle=1,
+            labels=LABELS,
+        )
+    monkeypatch.setattr(Store, "append_jsonl", real_append)
+    r = labelstudio.dispatch_batch.fn(
+        label_studio.url,
+        label_studio.token,
+        pid,
+        batch + _batch(3, offset=12),
+        store_root=store,
+        cycle=1,
+        labels=LABELS,
+    )
+    assert r["created"] == 3 and r["already_dispatched"] == 12
+    items = [t.data["item_id"] for t in _server_tasks(ls_client, pid)]
+    assert len(items) == len(set(items)) == 15
+
+
+def test_overlap_consensus_and_a_planted_bad_annotator(label_studio, ls_client, project):
+    pid, store = project
+    batch = _batch(40)
+    truth = _truth(batch)
+    labelstudio.dispatch_batch.fn(
+        label_studio.url, label_studio.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+    )
+    profiles = [AnnotatorProfile(name=f"good{i}", accuracy=0.92) for i in range(4)]
+    profiles.append(AnnotatorProfile(name="careless", accuracy=0.15))
+    out = annotators.simulate_annotators(
+        label_studio.url, label_studio.token, pid, truth, profiles, labels=LABELS, random_state=1
+    )
+    assert out["posted"] == 40 * 3
+    got = labelstudio.collect_annotations.fn(
+        label_studio.url, label_studio.token, pid, LABELS, store_root=store
+    )
+    assert got["new"] == 120 and got["accepted"] == 120
+    rows = pd.DataFrame(labelstudio.read_annotations(store, pid, ["accepted"]))
+    # overlap honoured: every item has exactly 3 annotations by 3 distinct annotators
+    per_item = rows.groupby("item_id")["annotator"].agg(["count", "nunique"])
+    assert (per_item["count"] == 3).all() and (per_item["nunique"] == 3).all()
+    table = rows.rename(columns={"item_id": "item"})[["item", "annotator", "label"]]
+    ds = consensus.dawid_skene(table, labels=LABELS, random_state=0)
+    careless_id = str(out["users"]["careless"])
+    assert ds.annotator_accuracy.index[-1] == careless_id
+    accepted, disputed = consensus.accept(ds.labels, min_agreement=0.66)
+    acc = np.mean([accepted.loc[i, "label"] == truth[i] for i in accepted.index])
+    careless_rows = table[table.annotator == careless_id]
+    careless_acc = np.mean(
+        [
+            truth[i] == lab
+            for i, lab in zip(careless_rows["item"], careless_rows["label"], strict=True)
+        ]
+    )
+    assert acc >= 0.95 > careless_acc + 0.5
+    # the careless annotator's lone dissent never becomes the accepted label
+    assert len(accepted) + len(disputed) == 40
+
+
+def test_malformed_annotations_are_rejected_logged_and_kept(
+    label_studio, ls_client, project, caplog
+):
+    pid, store = project
+    r = labelstudio.dispatch_batch.fn(
+        label_studio.url,
+        label_studio.token,
+        pid,
+        _batch(4),
+        store_root=store,
+        cycle=1,
+        labels=LABELS,
+    )
+    t = r["task_ids"]
+    me = ls_client.users.whoami().id
+    good = [
+        {"from_name": "label", "to_name": "text", "type": "choices", "value": {"choices": ["HUM"]}}
+    ]
+    unknown_label = [
+        {
+            "from_name": "label",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": ["PERSON"]},
+        }
+    ]
+    unknown_control = [
+        {
+            "from_name": "sentiment",
+            "to_name": "text",
+            "type": "choices",
+            "value": {"choices": ["HUM"]},
+        }
+    ]
+    ls_client.annotations.create(id=t["q00000"], result=good, completed_by=me)
+    ls_client.annotations.create(id=t["q00001"], result=unknown_label, completed_by=me)
+    ls_client.annotations.create(id=t["q00002"], result=unknown_control, completed_by=me)
+    ls_client.annotations.create(id=t["q00003"], result=[], completed_by=me, was_cancelled=True)
+    with caplog.at_level(logging.WARNING, logger="tasks.labelstudio"):
+        got = labelstudio.collect_annotations.fn(
+            label_studio.url, label_studio.token, pid, LABELS, store_root=store
+        )
+    assert (got["accepted"], got["rejected"], got["cancelled"]) == (1, 2, 1)
+    rows = {r["item_id"]: r for r in labelstudio.read_annotations(store, pid)}
+    assert rows["q00001"]["status"] == "rejected" and "PERSON" in rows["q00001"]["reason"]
+    assert rows["q00002"]["status"] == "rejected" and "sentiment" in rows["q00002"]["reason"]
+    assert rows["q00001"]["raw"]["result"] == unknown_label  # kept whole
+    assert sum("rejected" in m for m in caplog.messages) == 2
+    # polling again finds nothing new: no duplicate rows in the ledger
+    again = labelstudio.collect_annotations.fn(
+        label_studio.url, label_studio.token, pid, LABELS, store_root=store
+    )
+    assert again["new"] == 0
+    assert len(Store(store).read_jsonl(f"annotations/{pid}.jsonl")) == 4
+
+
+def test_polling_is_incremental_and_an_edited_annotation_is_appended_not_overwritten(
+    label_studio, ls_client, project
+):
+    pid, store = project
+    r = labelstudio.dispatch_batch.fn(
+        label_studio.url,
+        label_studio.token,
+        pid,
+        _batch(10),
+        store_root=store,
+        cycle=1,
+        labels=LABELS,
+    )
+    me = ls_client.users.whoami().id
+    time.sleep(1.5)  # let the import fall behind the one-second polling margin
+
+    def res(lab):
+        return [
+            {
+                "from_name": "label",
+                "to_name": "text",
+                "type": "choices",
+                "value": {"choices": [lab]},
+            }
+        ]
+
+    first = ls_client.annotations.create(
+        id=r["task_ids"]["q00000"], result=res("HUM"), completed_by=me
+    )
+    assert (
+        labelstudio.collect_annotations.fn(
+            label_studio.url, label_studio.token, pid, LABELS, store_root=store
+        )["new"]
+        == 1
+    )
+    ls_client.annotations.create(id=r["task_ids"]["q00005"], result=res("LOC"), completed_by=me)
+    ls_client.annotations.update(id=first.id, result=res("NUM"))
+    second = labelstudio.collect_annotations.fn(
+        label_studio.url, label_studio.token, pid, LABELS, store_root=store
+    )
+    # only the two changed tasks were read
+    assert second["new"] == 2 and second["mode"] == "incremental" and second["tasks_read"] == 2
+    ledger = Store(store).read_jsonl(f"annotations/{pid}.jsonl")
+    versions = [row["label"] for row in ledger if row["annotation_id"] == first.id]
+    assert versions == ["HUM", "NUM"]  # both versions kept
+    latest = {
+        row["annotation_id"]: row["label"] for row in labelstudio.read_annotations(store, pid)
+    }
+    assert latest[first.id] == "NUM"
+
+
+def test_a_restart_between_dispatch_and_polling_loses_nothing(ls_work_dir, tmp_path):
+    from tasks import labelstudio_server as lss
+
+    data, state, store = tmp_path / "ls", tmp_path / "server.json", str(tmp_path / "store")
+    info = lss.start(ls_work_dir, data_dir=data, state_file=state)
+    try:
+        pid = labelstudio.ensure_project.fn(
+            info.url, info.token, "restart", LABELS, "text", overlap=2
+        )
+        batch = _batch(12)
+        labelstudio.dispatch_batch.fn(
+            info.url, info.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+        )
+        profiles = [AnnotatorProfile(name=n, accuracy=0.9) for n in ("ana", "ben", "cy")]
+        annotators.simulate_annotators(
+            info.url, info.token, pid, _truth(batch), profiles, labels=LABELS, random_state=0
+        )
+        lss.stop(info)
+        info = lss.start(ls_work_dir, info.port, data_dir=data, state_file=state)
+        got = labelstudio.collect_annotations.fn(
+            info.url, info.token, pid, LABELS, store_root=store
+        )
+        assert got["new"] == 24 and got["accepted"] + got["cancelled"] == 24
+        again = labelstudio.dispatch_batch.fn(
+            info.url, info.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+        )
+        assert again["created"] == 0
+    finally:
+        lss.stop(info)
