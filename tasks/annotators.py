@@ -27,7 +27,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from sklearn.utils import check_random_state
 
 from loopwise.labelstudio import default_to_name
-from tasks.labelstudio import _export, connect
+from tasks.labelstudio import connect
 
 __all__ = ["AnnotatorProfile", "load_profiles", "simulate_annotators"]
 
@@ -123,7 +123,8 @@ def simulate_annotators(
 ) -> dict[str, Any]:
     """Annotate every task of the project (or of ``items``) up to ``overlap`` annotations.
 
-    ``overlap`` defaults to the project's annotators per task. Each task gets
+    ``overlap`` defaults to each task's own overlap (raised by adaptive overlap and
+    dispute review) or the project's annotators per task, whichever is larger. Each task gets
     annotators who have not seen it yet, in a seeded order; answers are drawn
     before anything is posted, so the same seed gives the same annotations.
     Returns counts: annotations posted, skips, and per annotator.
@@ -132,12 +133,15 @@ def simulate_annotators(
     rng = check_random_state(random_state)
     user_ids = _ensure_users(client, profiles)
     name_of = {v: k for k, v in user_ids.items()}
-    if overlap is None:
-        overlap = int(client.projects.get(id=project_id).maximum_annotations or 1)
+    default_overlap = int(client.projects.get(id=project_id).maximum_annotations or 1)
     wanted = None if items is None else {str(i) for i in items}
     to_name = default_to_name(data_kind)
     plan = []
-    for t in sorted(_export(client, project_id), key=lambda t: t["id"]):
+    tasks = [
+        t.model_dump(mode="json")
+        for t in client.tasks.list(project=project_id, fields="all", page_size=100)
+    ]
+    for t in sorted(tasks, key=lambda t: t["id"]):
         item = str((t.get("data") or {}).get("item_id"))
         if (wanted is not None and item not in wanted) or item not in truth:
             continue
@@ -148,7 +152,10 @@ def simulate_annotators(
             for a in t.get("annotations", [])
         }
         free = [p for p in profiles if user_ids[p.name] not in done]
-        need = max(0, overlap - len(t.get("annotations", [])))
+        target = (
+            overlap if overlap is not None else max(default_overlap, int(t.get("overlap") or 1))
+        )
+        need = max(0, target - len(t.get("annotations", [])))
         for k in rng.permutation(len(free))[:need]:
             p = free[k]
             label = _answer(p, str(truth[item]), labels, rng)

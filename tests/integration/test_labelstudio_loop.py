@@ -327,3 +327,50 @@ def test_a_restart_between_dispatch_and_polling_loses_nothing(ls_work_dir, tmp_p
         assert again["created"] == 0
     finally:
         lss.stop(info)
+
+
+def test_adaptive_overlap_and_consensus_qc_through_the_server(label_studio, project, tmp_path):
+    from loopwise.consensus import AdaptiveOverlap
+    from tasks import qc
+
+    url, token = label_studio.url, label_studio.token
+    pid, store = project
+    # a project asking for 3 annotators per item, run adaptively: 1 by default, more on doubt
+    from tasks.labelstudio import connect
+
+    connect(url, token).projects.update(id=pid, maximum_annotations=1)
+    batch = _batch(30)
+    truth = _truth(batch)
+    rng = np.random.RandomState(0)
+    predictions = {}
+    for i, item in enumerate(sorted(truth)):
+        right = i % 3 != 0
+        wrong = LABELS[(LABELS.index(truth[item]) + 1) % len(LABELS)]
+        predictions[item] = (truth[item], 0.95) if right else (wrong, float(rng.uniform(0.3, 0.6)))
+    labelstudio.dispatch_batch.fn(url, token, pid, batch, store_root=store, cycle=1, labels=LABELS)
+    profiles = [AnnotatorProfile(name=f"adapt{i}", accuracy=0.9) for i in range(3)]
+    policy = AdaptiveOverlap(confidence_threshold=0.8, max_annotations=3)
+    for round_ in range(3):
+        annotators.simulate_annotators(
+            url, token, pid, truth, profiles, labels=LABELS, random_state=round_
+        )
+        labelstudio.collect_annotations.fn(url, token, pid, LABELS, store_root=store)
+        more = qc.plan_adaptive_overlap(store, pid, predictions, policy)
+        raised = qc.request_more_annotations.fn(
+            url, token, store, pid, more, cycle=1, max_annotations=3
+        )
+        if not raised:
+            break
+    rows = labelstudio.read_annotations(store, pid, ["accepted"])
+    assert 30 < len(rows) < 90  # more than one per item where in doubt, far fewer than full overlap
+    doubtful = {item for item, (_, conf) in predictions.items() if conf < 0.8}
+    per_item = pd.Series([r["item_id"] for r in rows]).value_counts()
+    assert (per_item[list(doubtful)] >= 2).all()
+    out = qc.consensus_qc.fn(store, pid, LABELS, cycle=1, min_agreement=0.66)
+    ledger = Store(store).read_jsonl(f"labels/{pid}.jsonl")
+    assert out["accepted_new"] == len(ledger) > 20
+    assert not set(out["disputed"]) & {r["item_id"] for r in ledger}
+    assert np.mean([r["label"] == truth[r["item_id"]] for r in ledger]) >= 0.9
+    assert all(r["task_id"] and r["annotators"] for r in ledger)
+    # re-running QC appends nothing: the ledger is append-only and idempotent
+    assert qc.consensus_qc.fn(store, pid, LABELS, cycle=1)["accepted_new"] == 0

@@ -1,0 +1,160 @@
+"""Consensus QC stage: collected annotations → accepted labels ledger, disputes → more annotations.
+
+Ledgers under the storage root (append-only):
+
+- ``labels/<project>.jsonl`` — one record per accepted item with its provenance
+  (label, annotators, agreement, posterior confidence, task id, cycle, method);
+- ``review/<project>.jsonl`` — disputed items with the reason, each time an item
+  is sent back for more annotations;
+- ``quality/<project>.json`` — the latest per-annotator accuracy estimates (atomic).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import pandas as pd
+from prefect import task
+
+from loopwise import consensus
+from tasks.labelstudio import connect, read_annotations
+from tasks.storage import Store
+
+__all__ = ["consensus_qc", "plan_adaptive_overlap", "request_more_annotations"]
+
+
+def _labels_key(project_id: int) -> str:
+    return f"labels/{project_id}.jsonl"
+
+
+@task
+def consensus_qc(
+    store_root: str,
+    project_id: int,
+    labels: Sequence[str],
+    *,
+    cycle: int,
+    method: str = "dawid_skene",
+    min_agreement: float = 0.66,
+    min_confidence: float = 0.0,
+    min_annotations: int = 1,
+    random_state: int = 0,
+) -> dict[str, Any]:
+    """Aggregate every accepted annotation; append newly agreed items to the labels ledger."""
+    if method not in ("dawid_skene", "majority"):
+        raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
+    store = Store(store_root)
+    rows = pd.DataFrame(read_annotations(store_root, project_id, ["accepted"]))
+    if rows.empty:
+        return {"accepted_new": 0, "accepted_total": 0, "disputed": {}, "annotator_accuracy": {}}
+    table = rows.rename(columns={"item_id": "item"})[["item", "annotator", "label"]]
+    if method == "dawid_skene":
+        result = consensus.dawid_skene(table, labels=labels, random_state=random_state)
+        per_item, quality = result.labels, result.annotator_accuracy
+    else:
+        per_item = consensus.majority_vote(table, labels=labels, random_state=random_state)
+        quality = pd.Series(dtype=float)
+    accepted, disputed = consensus.accept(
+        per_item,
+        min_agreement=min_agreement,
+        min_confidence=min_confidence,
+        min_annotations=min_annotations,
+    )
+    already = {r["item_id"] for r in store.read_jsonl(_labels_key(project_id))}
+    who = rows.groupby("item_id")["annotator"].agg(list)
+    task_of = rows.groupby("item_id")["task_id"].first()
+    now = dt.datetime.now(dt.UTC).isoformat()
+    new = [
+        {
+            "item_id": str(item),
+            "label": row["label"],
+            "annotators": who[item],
+            "agreement": float(row["agreement"]),
+            "confidence": float(row["confidence"]),
+            "n_annotations": int(row["n_annotations"]),
+            "task_id": int(task_of[item]),
+            "cycle": cycle,
+            "method": method,
+            "accepted_at": now,
+        }
+        for item, row in accepted.iterrows()
+        if str(item) not in already
+    ]
+    store.append_jsonl(_labels_key(project_id), new)
+    store.write_json(
+        f"quality/{project_id}.json",
+        {"cycle": cycle, "method": method, "annotator_accuracy": quality.to_dict()},
+    )
+    return {
+        "accepted_new": len(new),
+        "accepted_total": len(already) + len(new),
+        "disputed": {str(i): r for i, r in disputed["reason"].items() if str(i) not in already},
+        "annotator_accuracy": {str(k): float(v) for k, v in quality.items()},
+    }
+
+
+def plan_adaptive_overlap(
+    store_root: str,
+    project_id: int,
+    predictions: Mapping[str, tuple[str, float]],
+    policy: consensus.AdaptiveOverlap,
+) -> list[str]:
+    """Items whose annotations so far call for another one under ``policy``.
+
+    ``predictions`` maps item id → (model label, model confidence). Only items
+    with at least one accepted annotation are considered.
+    """
+    rows = pd.DataFrame(read_annotations(store_root, project_id, ["accepted"]))
+    if rows.empty:
+        return []
+    out = []
+    for item, labels in rows.groupby("item_id")["label"]:
+        label, conf = predictions.get(item, (None, None))
+        if policy.needs_more(label, conf, list(labels)):
+            out.append(str(item))
+    return sorted(out)
+
+
+@task(retries=2, retry_delay_seconds=2)
+def request_more_annotations(
+    url: str,
+    api_key: str,
+    store_root: str,
+    project_id: int,
+    items: Sequence[str],
+    *,
+    reasons: Mapping[str, str] | None = None,
+    cycle: int,
+    max_annotations: int = 5,
+) -> dict[str, int]:
+    """Raise the overlap of the items' tasks by one (up to ``max_annotations``) and log why."""
+    store = Store(store_root)
+    rows = read_annotations(store_root, project_id)
+    counts: dict[str, int] = {}
+    task_of: dict[str, int] = {}
+    for r in rows:
+        counts[r["item_id"]] = counts.get(r["item_id"], 0) + 1
+        task_of[r["item_id"]] = r["task_id"]
+    client = connect(url, api_key)
+    raised = {}
+    for item in items:
+        if item not in task_of or counts[item] >= max_annotations:
+            continue
+        client.tasks.update(id=str(task_of[item]), overlap=counts[item] + 1)
+        raised[item] = counts[item] + 1
+    store.append_jsonl(
+        f"review/{project_id}.jsonl",
+        [
+            {
+                "item_id": i,
+                "task_id": task_of[i],
+                "overlap": n,
+                "cycle": cycle,
+                "reason": (reasons or {}).get(i, "adaptive overlap"),
+            }
+            for i, n in raised.items()
+        ],
+    )
+    return raised
