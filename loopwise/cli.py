@@ -119,5 +119,71 @@ def simulate(
     )
 
 
+annotators_app = typer.Typer(
+    help="Simulated annotators for demos, tests and benchmarks.", no_args_is_help=True
+)
+app.add_typer(annotators_app, name="annotators")
+
+
+@annotators_app.command("simulate")
+def annotators_simulate(
+    project_id: Annotated[int, typer.Option("--project-id", help="Label Studio project id")],
+    profiles: Annotated[
+        Path,
+        typer.Option(
+            help="YAML/JSON file: annotators with accuracy, confusion, latency, skip_rate"
+        ),
+    ],
+    truth: Annotated[Path, typer.Option(help="CSV with columns item_id,label (the ground truth)")],
+    url: Annotated[
+        str, typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio URL")
+    ] = "http://127.0.0.1:8080",
+    token_env: Annotated[
+        str, typer.Option(help="environment variable that holds the API token")
+    ] = "LABEL_STUDIO_API_KEY",
+    data_kind: Annotated[str, typer.Option(help="text, tabular or image")] = "text",
+    seed: Annotated[int, typer.Option(help="seeds the annotators' answers")] = 0,
+) -> None:
+    """Annotate a project's open tasks through the API as several simulated users."""
+    import importlib
+    import os
+
+    import pandas as pd
+
+    from loopwise.labelstudio import labels_of_config
+
+    token = os.environ.get(token_env)
+    if not token:
+        raise typer.BadParameter(
+            f"environment variable {token_env} is not set (it holds the API token)"
+        )
+    sim = importlib.import_module("tasks.annotators")  # the I/O side lives outside the pure library
+    try:
+        specs = sim.load_profiles(profiles)
+    except ValueError as err:
+        raise typer.BadParameter(str(err)) from err
+    table = pd.read_csv(truth, dtype=str)
+    missing = {"item_id", "label"} - set(table.columns)
+    if missing:
+        raise typer.BadParameter(
+            f"{truth}: missing column(s) {sorted(missing)}; found {list(table.columns)}"
+        )
+    client = importlib.import_module("tasks.labelstudio").connect(url, token)
+    labels = labels_of_config(client.projects.get(id=project_id).label_config)
+    out = sim.simulate_annotators(
+        url,
+        token,
+        project_id,
+        dict(zip(table["item_id"], table["label"], strict=True)),
+        specs,
+        labels=labels,
+        data_kind=data_kind,
+        random_state=seed,
+    )
+    typer.echo(
+        f"posted {out['posted']} annotations ({out['skipped']} skips): {out['per_annotator']}"
+    )
+
+
 if __name__ == "__main__":
     app()

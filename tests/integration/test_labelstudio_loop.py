@@ -374,3 +374,39 @@ def test_adaptive_overlap_and_consensus_qc_through_the_server(label_studio, proj
     assert all(r["task_id"] and r["annotators"] for r in ledger)
     # re-running QC appends nothing: the ledger is append-only and idempotent
     assert qc.consensus_qc.fn(store, pid, LABELS, cycle=1)["accepted_new"] == 0
+
+
+def test_cli_simulates_annotators_from_a_profile_file(label_studio, project, tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from loopwise.cli import app
+
+    pid, store = project
+    batch = _batch(6)
+    labelstudio.dispatch_batch.fn(
+        label_studio.url, label_studio.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+    )
+    truth = tmp_path / "truth.csv"
+    pd.DataFrame({"item_id": list(_truth(batch)), "label": list(_truth(batch).values())}).to_csv(
+        truth, index=False
+    )
+    monkeypatch.setenv("LOOPWISE_TEST_TOKEN", label_studio.token)
+    args = [
+        "annotators",
+        "simulate",
+        "--project-id",
+        str(pid),
+        "--truth",
+        str(truth),
+        "--url",
+        label_studio.url,
+        "--token-env",
+        "LOOPWISE_TEST_TOKEN",
+    ]
+    out = CliRunner().invoke(app, [*args, "--profiles", "configs/annotators.yaml"])
+    assert out.exit_code == 0, out.output
+    assert "posted 18 annotations" in out.output  # 6 items × overlap 3
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("annotators:\n  - {name: eve, accuracy: 1.7}\n")
+    out = CliRunner().invoke(app, [*args, "--profiles", str(bad)])
+    assert out.exit_code != 0 and "annotators.0.accuracy" in out.output
