@@ -52,13 +52,15 @@ lint: install  ## ruff
 demo: install  ## simulated campaign on a real dataset: default strategy vs random
 	$(RUN) python -m loopwise.demo --out demo-output
 
-bench: install  ## label efficiency and selection cost vs modAL and scikit-activeml → bench/results/
+bench: install  ## label efficiency, selection cost (vs modAL, scikit-activeml), Label Studio I/O → bench/results/
 	$(RUN) python bench/label_efficiency.py
 	$(RUN) python bench/selection_cost.py
+	$(RUN) python bench/labelstudio_io.py
 
 bench-quick: install  ## a shorter bench (fewer seeds, smaller pools) for a quick look
 	$(RUN) python bench/label_efficiency.py --quick
 	$(RUN) python bench/selection_cost.py --quick
+	$(RUN) python bench/labelstudio_io.py --n 500 --repeats 1 --seeds 2
 
 clean:  ## remove the environments and generated output
 	rm -rf .venv .tools demo-output .pytest_cache .ruff_cache
