@@ -140,3 +140,25 @@ def test_cold_start_by_column_and_by_representatives():
     assert sorted(blob[reps].tolist()) == [0, 1, 2, 3]
     with pytest.raises(ValueError, match="names no column"):
         strategies.get("cold_start", stratify="nope").query(None, df, 3)
+
+
+def test_cluster_margin_typical_representative_avoids_outliers_and_auto_switches(blobs):
+    from loopwise.strategies.hybrid import typicality
+
+    rng = np.random.RandomState(0)
+    dense = rng.normal(0, 0.1, size=(50, 2))
+    outlier = np.array([[3.0, 3.0]])
+    t = typicality(np.vstack([dense[:1], outlier]), np.vstack([dense, outlier]), k=5)
+    assert t[0] > 5 * t[1]
+    clf, X, XL, yL, _ = blobs
+    few = strategies.get("cluster_margin", random_state=0)
+    few.query(clf, X, 5, X_labeled=XL, y_labeled=yL)  # 24 labels < 10 (default) × 4 classes
+    assert few.representative_ == "typical"
+    many = strategies.get("cluster_margin", low_budget_per_class=2, random_state=0)
+    many.query(clf, X, 5, X_labeled=XL, y_labeled=yL)  # 24 labels ≥ 2 × 4 classes
+    assert many.representative_ == "uncertain"
+    blind = strategies.get("cluster_margin", random_state=0)
+    blind.query(clf, X, 5)
+    assert blind.representative_ == "uncertain"  # no labeled set given: nothing to count
+    with pytest.raises(ValueError, match="representative must be"):
+        strategies.get("cluster_margin", representative="central").query(clf, X, 5)
