@@ -283,7 +283,10 @@ def _jsonable(value: Any, where: str) -> Any:
 def _check_score(value: Any, name: str) -> float | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    # Plain floats and ints first: the numbers.Real ABC check is slow on a hot path.
+    if type(value) not in (float, int) and (
+        isinstance(value, bool) or not isinstance(value, numbers.Real)
+    ):
         raise TypeError(f"{name} must be a real number or None, got {value!r}")
     value = float(value)
     if not math.isfinite(value):

@@ -48,7 +48,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 #: Tasks per import request (one malformed task rejects its whole request).
-CHUNK = 500
+CHUNK = 1000
 #: Poll a little before the checkpoint: clocks and commit order are not exact;
 #: re-read annotations are recognised by (annotation id, updated_at) and skipped.
 OVERLAP_SECONDS = 1
