@@ -9,6 +9,7 @@ from pathlib import Path
 # nothing to the home directory. Set before any test module imports prefect.
 _WORK = Path(__file__).resolve().parents[1] / ".loopwise"
 os.environ.setdefault("PREFECT_HOME", str(_WORK / "prefect"))
+Path(os.environ["PREFECT_HOME"]).mkdir(parents=True, exist_ok=True)  # Prefect only makes the leaf
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 
