@@ -86,7 +86,16 @@ def main() -> None:
     p.add_argument("--no-peers", action="store_true", help="Loopwise strategies only")
     p.add_argument("--quick", action="store_true", help="3 seeds, budget 200")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument(
+        "--replot", action="store_true", help="redraw the PNGs and the table from the JSON"
+    )
     args = p.parse_args()
+    if args.replot:
+        report = json.loads((args.out / "label_efficiency.json").read_text())
+        for name, d in report["datasets"].items():
+            plot(name, d, args.out, len(report["protocol"]["seeds"]))
+        (args.out / "label_efficiency.md").write_text(render(report))
+        return
     if args.quick:
         args.seeds, args.budget = 3, 200
     args.out.mkdir(parents=True, exist_ok=True)
@@ -140,6 +149,26 @@ def main() -> None:
         print(render_dataset(name, report["datasets"][name]), flush=True)
     (args.out / "label_efficiency.md").write_text(render(report))
     print(f"wrote {out_json} and {args.out / 'label_efficiency.md'}")
+
+
+def plot(name: str, d: dict, out: Path, seeds: int, top: int = 6) -> None:
+    """Learning curves of the default, random, and the ``top`` best other arms (all in the JSON)."""
+    import pandas as pd
+
+    ranked = [r["arm"] for r in sorted(d["summary"], key=lambda r: -r["aulc"])]
+    keep = [
+        strategies.DEFAULT,
+        "random",
+        *[a for a in ranked if a not in (strategies.DEFAULT, "random")][:top],
+    ]
+    curves = pd.DataFrame(d["mean_curves"])
+    curves = curves[curves["arm"].isin(keep)]
+    plot_learning_curves(
+        curves,
+        out / f"learning_curves_{name}.png",
+        title=f"{name}: mean test accuracy over {seeds} seeds (default, random, {top} best others)",
+        highlight=strategies.DEFAULT,
+    )
 
 
 def summarize(name, result, note, seconds) -> dict:
