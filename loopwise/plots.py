@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-__all__ = ["plot_learning_curves"]
+__all__ = ["campaign_curve_figure", "confusion_figure", "plot_learning_curves"]
 
 
 def plot_learning_curves(
@@ -43,3 +43,52 @@ def plot_learning_curves(
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def campaign_curve_figure(history: list[dict], metric: str = "accuracy"):
+    """Holdout metric against labels and against money spent, one point per cycle.
+
+    ``history`` rows hold ``labels``, ``cost`` and ``metric``. Returns a matplotlib Figure.
+    """
+    plt = _pyplot()
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 4), dpi=100)
+    labels = [h["labels"] for h in history]
+    cost = [h["cost"] for h in history]
+    value = [h["metric"] for h in history]
+    left.plot(labels, value, "o-")
+    left.set_xlabel("labels")
+    right.plot(cost, value, "o-", color="tab:green")
+    right.set_xlabel("cost spent")
+    for ax in (left, right):
+        ax.set_ylabel(f"holdout {metric}")
+        ax.grid(alpha=0.3)
+    fig.suptitle("learning curve")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(confusion: list[list[int]], labels: list[str]):
+    """The holdout confusion matrix (rows: true label, columns: predicted). Returns a Figure."""
+    plt = _pyplot()
+    size = min(12, 3 + 0.35 * len(labels))
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(confusion, cmap="Blues")
+    ax.set_xticks(range(len(labels)), labels, rotation=90)
+    ax.set_yticks(range(len(labels)), labels)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    if len(labels) <= 12:
+        for i, row in enumerate(confusion):
+            for j, v in enumerate(row):
+                ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig

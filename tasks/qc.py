@@ -22,7 +22,7 @@ from loopwise import consensus
 from tasks.labelstudio import connect, read_annotations
 from tasks.storage import Store
 
-__all__ = ["consensus_qc", "plan_adaptive_overlap", "request_more_annotations"]
+__all__ = ["batch_progress", "consensus_qc", "plan_adaptive_overlap", "request_more_annotations"]
 
 
 def _labels_key(project_id: int) -> str:
@@ -158,3 +158,45 @@ def request_more_annotations(
         ],
     )
     return raised
+
+
+def batch_progress(
+    store_root: str,
+    project_id: int,
+    items: Sequence[str],
+    *,
+    disputed: Mapping[str, str],
+    annotators_per_item: int,
+    max_annotations: int,
+) -> dict[str, Any]:
+    """Where each item of an open batch stands.
+
+    ``done`` counts items accepted into the labels ledger or sent to expert review
+    (disputed with ``max_annotations`` answers already); ``more`` lists disputed items
+    whose expected answers are all in and that may get another; ``pending`` the rest.
+    """
+    accepted = {r["item_id"] for r in Store(store_root).read_jsonl(_labels_key(project_id))}
+    answers: dict[str, int] = {}
+    for r in read_annotations(store_root, project_id):
+        answers[r["item_id"]] = answers.get(r["item_id"], 0) + 1
+    review, more, pending = [], [], []
+    for item in map(str, items):
+        n = answers.get(item, 0)
+        if item in accepted:
+            continue
+        if n >= max_annotations:
+            review.append(item)
+        elif n >= annotators_per_item and (item in disputed or n > 0):
+            more.append(item)
+            pending.append(item)
+        else:
+            pending.append(item)
+    total = len(items)
+    return {
+        "total": total,
+        "done": total - len(pending),
+        "pending": pending,
+        "review": review,
+        "more": more,
+        "accepted": sum(str(i) in accepted for i in items),
+    }

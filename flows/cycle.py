@@ -1,0 +1,258 @@
+"""The active-learning cycle as a Prefect flow.
+
+collect → consensus → retrain → evaluate → decide → score → select → dispatch → next run
+
+Each run moves the campaign forward from where ``state.json`` says it stands.
+While a batch is out with annotators, a run only collects, reports progress and
+schedules a re-check. Every stage leaves a checkpoint before the state moves on,
+so a run that died anywhere is simply run again.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+import numpy as np
+from prefect import flow, get_run_logger, unmapped
+from pydantic import Field
+
+from flows._common import (
+    campaign_context,
+    dispatch_and_wait,
+    next_run_parameters,
+    paid_annotations,
+    stop_set_ids,
+)
+from loopwise import strategies
+from loopwise.pool import prediction_agreement
+from tasks.data import features
+from tasks.decide import check_drift, stopping_decision
+from tasks.evaluate import log_cycle, log_decision
+from tasks.labelstudio import collect_annotations
+from tasks.qc import batch_progress, consensus_qc, request_more_annotations
+from tasks.report import publish_summary
+from tasks.schedule import schedule_next_run
+from tasks.score import batch_records, partitions, score_partition, select_batch
+from tasks.state import checkpoint, save_checkpoint, write_state
+from tasks.train import evaluate, fit, labeled_snapshot
+
+__all__ = ["cycle"]
+
+StrategyName = Literal[tuple(strategies.names())]  # type: ignore[valid-type]
+BatchSize = Annotated[int, Field(gt=0, le=10_000)]
+LabelBudget = Annotated[int, Field(gt=0)]
+Money = Annotated[float, Field(gt=0)]
+
+
+@flow(name="cycle", log_prints=True)
+def cycle(
+    campaign: str = "configs/demo.yaml",
+    batch_size: BatchSize | None = None,
+    strategy: StrategyName | None = None,
+    budget_labels: LabelBudget | None = None,
+    budget_currency: Money | None = None,
+) -> dict[str, Any]:
+    """Run the campaign's next step: collect, and when its batch is in, one full cycle."""
+    log = get_run_logger()
+    overrides = {
+        "batch_size": batch_size,
+        "strategy": strategy,
+        "budget_labels": budget_labels,
+        "budget_currency": budget_currency,
+    }
+    ctx = campaign_context(campaign, overrides)
+    cfg, store, state = ctx.cfg, ctx.store, ctx.state
+    params = next_run_parameters(campaign, overrides)
+
+    if state["stopped"]:
+        if budget_labels is None and budget_currency is None:
+            print(f"campaign {cfg.name} stopped at cycle {state['cycle']}: {state['decision']['reason']}")
+            return {"status": "stopped", "decision": state["decision"]}
+        # A manual run with a new budget re-opens the decision of the last cycle.
+        state = write_state(store, state, stopped=False, stage="trained")
+    if state["cycle"] <= 0 and state["stage"] in ("new", "started", "selected"):
+        from flows.bootstrap import bootstrap
+
+        return bootstrap(campaign=campaign, batch_size=batch_size)
+
+    data = ctx.load_data()
+    pool, holdout = data["pool"], data["holdout"]
+    project_id = ctx.project()
+    collected = collect_annotations(
+        cfg.labelstudio.url, ctx.token, project_id, cfg.labels, store_root=ctx.root
+    )
+    qc = consensus_qc(
+        ctx.root,
+        project_id,
+        cfg.labels,
+        cycle=state["cycle"],
+        method=cfg.consensus,
+        min_agreement=cfg.agreement_threshold,
+        min_annotations=cfg.annotators_per_item,
+        random_state=cfg.seed,
+    )
+    k = state["cycle"]
+    if state["stage"] == "waiting":
+        progress = batch_progress(
+            ctx.root,
+            project_id,
+            state["open_batch"],
+            disputed=qc["disputed"],
+            annotators_per_item=cfg.annotators_per_item,
+            max_annotations=cfg.max_annotations_per_item,
+        )
+        if progress["more"]:
+            request_more_annotations(
+                cfg.labelstudio.url,
+                ctx.token,
+                ctx.root,
+                project_id,
+                progress["more"],
+                reasons={i: qc["disputed"].get(i, "too few answers") for i in progress["more"]},
+                cycle=k,
+                max_annotations=cfg.max_annotations_per_item,
+            )
+        print(
+            f"cycle {k}: batch {progress['done']}/{progress['total']} resolved "
+            f"({len(progress['review'])} to expert review, {len(progress['more'])} sent back); "
+            f"{collected.get('new', 0)} new annotation(s) collected"
+        )
+        if progress["pending"]:
+            key = f"{cfg.name}:c{k}:recheck:{state.get('rechecks', 0)}"
+            nxt = schedule_next_run(cfg.deployment, params, cfg.schedule.recheck_seconds, key)
+            state = write_state(store, state, rechecks=state.get("rechecks", 0) + 1)
+            publish_summary(
+                cfg,
+                {
+                    "cycle": k,
+                    "status": "batch still being labeled",
+                    "batch_progress": f"{progress['done']}/{progress['total']} items resolved",
+                    "labels": qc["accepted_total"],
+                    "project_id": project_id,
+                    "next_run": _describe_next(nxt),
+                },
+            )
+            return {"status": "waiting", "progress": progress, "next_run": nxt}
+        k += 1
+        state = write_state(store, state, cycle=k, stage="started", rechecks=0, open_batch=None)
+
+    # Retrain on every accepted label, evaluate, log: once per cycle.
+    trained = checkpoint(store, k, "trained")
+    if trained is None:
+        snap = labeled_snapshot(store, k, pool, store.read_jsonl(f"labels/{project_id}.jsonl"))
+    else:
+        snap = trained["snapshot"]
+    snapshot = store.read_parquet(snap["key"])
+    label_col = cfg.data.label_column
+    stop_ids = stop_set_ids(store, pool, cfg)
+    in_stop = pool["item_id"].isin(stop_ids).to_numpy()
+    X_lab, X_hold, X_pool = features(cfg, snapshot, holdout, pool)
+    model = fit(cfg, X_lab, snapshot["label"].to_numpy())
+    if trained is None:
+        metrics = evaluate(cfg, model, X_hold, holdout[label_col].astype(str).to_numpy())
+        stop_pred = [str(p) for p in model.predict(X_pool[in_stop])]
+        previous = checkpoint(store, k - 1, "trained")
+        kappa = prediction_agreement(previous and previous.get("stop_predictions"), stop_pred)
+        annotations = paid_annotations(ctx.root, project_id)
+        row = {
+            "cycle": k,
+            "labels": int(snap["rows"]),
+            "annotations": annotations,
+            "cost": round(annotations * cfg.budget.cost_per_annotation, 6),
+            "metric": metrics["accuracy"],
+            "macro_f1": metrics["macro_f1"],
+            "kappa": kappa,
+        }
+        history = [h for h in state["history"] if h["cycle"] < k] + [row]
+        logged = log_cycle(
+            cfg, k, model, metrics, history, snapshot, snap, qc["annotator_accuracy"]
+        )
+        trained = save_checkpoint(
+            store,
+            k,
+            "trained",
+            {"snapshot": snap, "metrics": metrics, "row": row, "logged": logged,
+             "stop_predictions": stop_pred},
+        )
+    history = [h for h in state["history"] if h["cycle"] < k] + [trained["row"]]
+    state = write_state(store, state, stage="trained", history=history)
+    row, logged = trained["row"], trained["logged"]
+    print(
+        f"cycle {k}: {row['labels']} labels, cost {row['cost']:.2f}, holdout accuracy "
+        f"{row['metric']:.4f} (model v{logged['model_version']}"
+        f"{', new champion' if logged['champion'] else ''})"
+    )
+
+    # Decide whether another batch is worth its price.
+    dispatched = set(ctx.dispatched_items(project_id))
+    unlabeled = ~pool["item_id"].isin(dispatched).to_numpy()
+    decision = checkpoint(store, k, "decided")
+    if decision is None or decision.get("rules") != _rules(cfg):
+        drift = check_drift(cfg, snapshot, pool[unlabeled])
+        decision = stopping_decision(cfg, history, int(unlabeled.sum()))
+        decision = save_checkpoint(
+            store, k, "decided", {**decision, "drift": drift, "rules": _rules(cfg)}
+        )
+    log_decision(cfg, logged["run_id"], decision, decision.get("drift"))
+    state = write_state(store, state, stage="decided", decision=decision)
+    summary = {
+        "cycle": k,
+        "labels": row["labels"],
+        "annotations": row["annotations"],
+        "cost": row["cost"],
+        "metric": row["metric"],
+        "macro_f1": row["macro_f1"],
+        "decision": decision,
+        "run_url": logged["run_url"],
+        "project_id": project_id,
+        "quarantined": data["quarantined"],
+    }
+    print(f"cycle {k}: {'STOP' if decision['stop'] else 'go on'} — {decision['reason']}")
+    if decision["stop"]:
+        state = write_state(store, state, stage="stopped", stopped=True)
+        publish_summary(cfg, {**summary, "status": "campaign stopped", "next_run": "none"})
+        return {"status": "stopped", "decision": decision, "cycle": k}
+
+    # Score the pool partition by partition, select the batch, dispatch it.
+    selected = checkpoint(store, k, "selected")
+    if selected is None:
+        rows_idx = np.flatnonzero(unlabeled)
+        X_cand = X_pool[rows_idx]
+        name = cfg.strategy.name
+        params_ = dict(cfg.strategy.params)
+        drift = decision.get("drift") or {}
+        if drift.get("drifted"):
+            log.warning("pool drifted (max PSI %.3f): this batch uses %s", drift["max_psi"],
+                        cfg.strategy.drift_fallback)
+            name, params_ = cfg.strategy.drift_fallback, {}
+        n = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
+        parts = partitions(X_cand, cfg.score_partitions)
+        futures = score_partition.map(
+            unmapped(model),
+            [p for p, _ in parts],
+            [o for _, o in parts],
+            unmapped(n),
+            unmapped(name),
+            unmapped(params_),
+            unmapped(cfg.seed + k),
+        )
+        scored = [f.result() for f in futures]
+        picked, scores = select_batch(
+            model, X_cand, scored, n, name, params_, cfg.seed + k, X_lab, snapshot["label"].to_numpy()
+        )
+        pool_rows = [int(rows_idx[i]) for i in picked]
+        batch = batch_records(cfg, pool, pool_rows, scores, model, X_pool[pool_rows])
+        selected = save_checkpoint(store, k, "selected", {"strategy": name, "batch": batch})
+    state = write_state(store, state, stage="selected")
+    return dispatch_and_wait(ctx, state, k, selected, logged["model_version"], params, summary)
+
+
+def _rules(cfg: Any) -> dict[str, Any]:
+    return cfg.rules().model_dump()
+
+
+def _describe_next(nxt: dict[str, Any]) -> str:
+    if nxt.get("created"):
+        return f"{nxt['flow_run_name']} at {nxt['scheduled_time']}"
+    return nxt.get("reason", "not scheduled")
+

@@ -1,0 +1,337 @@
+"""Campaign configuration: one YAML file per campaign, validated by pydantic models.
+
+A campaign says where the pool is, which columns mean what, the label set, the
+model, the query strategy, the batch, the annotators, the budget and the
+stopping rules, and where the servers and the state live. A bad file is an
+error that names the file and the key::
+
+    from loopwise.config import load_campaign
+    cfg = load_campaign("configs/demo.yaml")
+
+Secrets never live here: the Label Studio token is read from the environment
+variable named by ``labelstudio.token_env``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from loopwise import strategies
+from loopwise.stopping import StoppingRules
+
+__all__ = [
+    "BudgetConfig",
+    "CampaignConfig",
+    "ConfigError",
+    "DataConfig",
+    "LabelStudioConfig",
+    "ModelConfig",
+    "StrategyConfig",
+    "load_campaign",
+]
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+
+
+class ConfigError(ValueError):
+    """A campaign file that cannot be used; the message names the file and the keys."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class HoldoutConfig(_Strict):
+    """Rows with known labels kept out of the pool to measure every model."""
+
+    source: str | None = Field(
+        None, description="a separate labeled file (path or s3://); else a split of the pool"
+    )
+    fraction: float = Field(0.2, gt=0.0, lt=0.9, description="share of labeled rows held out")
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    """The pool and what its columns mean."""
+
+    source: str = Field(description="CSV or Parquet, a local path or s3://bucket/key")
+    format: Literal["auto", "csv", "parquet"] = "auto"
+    id_column: str | None = Field(None, description="unique item id; default: the row number")
+    feature_columns: list[str] | None = Field(
+        None, description="numeric/categorical features; default: every other column"
+    )
+    text_column: str | None = Field(None, description="the text to label, for text campaigns")
+    label_column: str | None = Field(
+        None,
+        description="ground truth where it exists: used for the holdout and by simulated "
+        "annotators, never shown to the model",
+    )
+    max_rows: int | None = Field(None, gt=0, description="use only the first N rows")
+    holdout: HoldoutConfig = HoldoutConfig()
+    validation_suite: str | None = Field(
+        None, description="great-expectations suite JSON for the pool (expectations/...)"
+    )
+    min_valid_fraction: float = Field(
+        0.9, gt=0.0, le=1.0, description="fail the cycle if fewer rows than this pass validation"
+    )
+
+    @model_validator(mode="after")
+    def _columns_distinct(self) -> DataConfig:
+        named = [c for c in (self.id_column, self.text_column, self.label_column) if c]
+        if len(named) != len(set(named)):
+            raise ValueError(f"id_column, text_column and label_column must differ, got {named}")
+        if self.feature_columns and set(self.feature_columns) & set(named):
+            raise ValueError(
+                f"feature_columns must not include {sorted(set(self.feature_columns) & set(named))}"
+            )
+        return self
+
+    @property
+    def kind(self) -> str:
+        """``text`` when a text column is named, else ``tabular``."""
+        return "text" if self.text_column else "tabular"
+
+
+class ModelConfig(_Strict):
+    """A scikit-learn estimator by dotted name, its parameters, and the preprocessing."""
+
+    estimator: str = "sklearn.linear_model.LogisticRegression"
+    params: dict[str, Any] = Field(default_factory=lambda: {"max_iter": 1000})
+    scale: bool = Field(True, description="standardize numeric features (tabular data)")
+
+    @field_validator("estimator")
+    @classmethod
+    def _importable(cls, v: str) -> str:
+        module, _, name = v.rpartition(".")
+        if not module.startswith("sklearn."):
+            raise ValueError(f"estimator must be a scikit-learn class path, got {v!r}")
+        try:
+            obj = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as err:
+            raise ValueError(f"cannot import estimator {v!r}: {err}") from None
+        if not hasattr(obj, "predict_proba"):
+            raise ValueError(f"estimator {v!r} has no predict_proba")
+        return v
+
+    def build(self) -> Any:
+        """A fresh, unfitted estimator."""
+        module, _, name = self.estimator.rpartition(".")
+        return getattr(importlib.import_module(module), name)(**self.params)
+
+
+class StrategyConfig(_Strict):
+    """The query strategy by name (``loopwise strategies`` lists them) and its parameters."""
+
+    name: str = strategies.DEFAULT
+    params: dict[str, Any] = Field(default_factory=dict)
+    cold_start: str = Field("cold_start", description="strategy while nothing is labeled")
+    drift_fallback: str = Field(
+        "kmeans", description="strategy for a batch drawn while the pool has drifted"
+    )
+
+    @field_validator("name", "cold_start", "drift_fallback")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        if v not in strategies.names():
+            raise ValueError(f"unknown strategy {v!r}; known: {', '.join(strategies.names())}")
+        return v
+
+    @model_validator(mode="after")
+    def _params_accepted(self) -> StrategyConfig:
+        try:
+            strategies.get(self.name, **self.params)
+        except TypeError as err:
+            raise ValueError(f"strategy {self.name!r} does not take these params: {err}") from None
+        return self
+
+
+class BudgetConfig(_Strict):
+    """What labels cost and what accuracy is worth."""
+
+    labels: int | None = Field(None, gt=0, description="most items to label in the campaign")
+    currency: float | None = Field(None, gt=0, description="most money to spend")
+    cost_per_annotation: float = Field(0.0, ge=0, description="paid per annotation received")
+    value_per_point: float = Field(
+        0.0, ge=0, description="what one point (0.01) of the holdout metric is worth"
+    )
+
+
+class LabelStudioConfig(_Strict):
+    """Where annotators work."""
+
+    url: str = "http://127.0.0.1:8080"
+    token_env: str = Field("LABEL_STUDIO_API_KEY", description="env var holding the API token")
+    project_title: str | None = Field(None, description="default: 'Loopwise <campaign name>'")
+
+    @field_validator("token_env")
+    @classmethod
+    def _env_name(cls, v: str) -> str:
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+            raise ValueError(
+                f"token_env is the NAME of an environment variable, got {v[:4]!r}...; "
+                "never put the token itself in the file"
+            )
+        return v
+
+
+class MlflowConfig(_Strict):
+    """Where cycles are logged."""
+
+    tracking_uri: str = "sqlite:///.loopwise/mlflow.db"
+    artifact_location: str | None = Field(
+        None, description="default: .loopwise/mlartifacts/<campaign> (local stores)"
+    )
+    experiment: str | None = Field(None, description="default: 'loopwise-<campaign name>'")
+
+
+class ScheduleConfig(_Strict):
+    """When the next run happens."""
+
+    recheck_seconds: float = Field(
+        600,
+        gt=0,
+        description="delay from a dispatch, or from a check of a batch still being labeled, "
+        "to the next run",
+    )
+    deployment: str | None = Field(
+        None, description="'flow/deployment' the next run is created for; default cycle/<name>"
+    )
+
+
+class CampaignConfig(_Strict):
+    """One active-learning campaign."""
+
+    name: str
+    data: DataConfig
+    labels: list[str] = Field(min_length=2, description="the label set, in display order")
+    model: ModelConfig = ModelConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    batch_size: int = Field(20, gt=0, le=10_000)
+    cold_start_size: int | None = Field(
+        None, gt=0, description="first batch when nothing is labeled; default batch_size"
+    )
+    annotators_per_item: int = Field(1, ge=1, le=20)
+    agreement_threshold: float = Field(0.66, gt=0.0, le=1.0)
+    consensus: Literal["dawid_skene", "majority"] = "dawid_skene"
+    max_annotations_per_item: int = Field(5, ge=1, description="disputes stop at this overlap")
+    budget: BudgetConfig = BudgetConfig()
+    stopping: StoppingRules = StoppingRules()
+    stop_set_size: int = Field(
+        1000, gt=0, description="fixed pool sample on which consecutive models are compared"
+    )
+    drift_psi_threshold: float = Field(0.25, gt=0, description="PSI above which a batch leans on diversity")
+    score_partitions: int = Field(4, ge=1, le=1024)
+    labelstudio: LabelStudioConfig = LabelStudioConfig()
+    storage_root: str = ".loopwise/store"
+    mlflow: MlflowConfig = MlflowConfig()
+    schedule: ScheduleConfig = ScheduleConfig()
+    seed: int = 0
+
+    @field_validator("name")
+    @classmethod
+    def _slug(cls, v: str) -> str:
+        if not _NAME.fullmatch(v):
+            raise ValueError(f"name must be lowercase letters, digits, '-' or '_', got {v!r}")
+        return v
+
+    @field_validator("labels")
+    @classmethod
+    def _distinct(cls, v: list[str]) -> list[str]:
+        v = [str(x) for x in v]
+        if len(set(v)) != len(v):
+            raise ValueError(f"labels must be distinct, got {v}")
+        return v
+
+    @model_validator(mode="after")
+    def _budget_not_in_stopping(self) -> CampaignConfig:
+        s = self.stopping
+        if s.max_labels is not None or s.max_cost is not None:
+            raise ValueError("set budgets under 'budget:' (labels, currency), not under 'stopping:'")
+        return self
+
+    # Derived values --------------------------------------------------------------------------
+
+    @property
+    def project_title(self) -> str:
+        """The Label Studio project of this campaign."""
+        return self.labelstudio.project_title or f"Loopwise {self.name}"
+
+    @property
+    def experiment(self) -> str:
+        """The MLflow experiment of this campaign."""
+        return self.mlflow.experiment or f"loopwise-{self.name}"
+
+    @property
+    def deployment(self) -> str:
+        """The Prefect deployment that runs this campaign's cycles."""
+        return self.schedule.deployment or f"cycle/{self.name}"
+
+    @property
+    def cost_per_item(self) -> float:
+        """Expected cost of one labeled item: annotations per item × cost per annotation."""
+        return self.annotators_per_item * self.budget.cost_per_annotation
+
+    def rules(self) -> StoppingRules:
+        """The stopping rules with the budget filled in."""
+        return self.stopping.model_copy(
+            update={
+                "max_labels": self.budget.labels,
+                "max_cost": self.budget.currency,
+                "cost_per_label": self.cost_per_item,
+                "value_per_point": self.budget.value_per_point,
+            }
+        )
+
+    def with_overrides(self, **overrides: Any) -> CampaignConfig:
+        """A validated copy with the manual-run overrides (``None`` values are ignored).
+
+        Keys: ``batch_size``, ``strategy`` (a name), ``budget_labels``, ``budget_currency``.
+        """
+        data = self.model_dump()
+        given = {k: v for k, v in overrides.items() if v is not None}
+        unknown = set(given) - {"batch_size", "strategy", "budget_labels", "budget_currency"}
+        if unknown:
+            raise ConfigError(f"unknown override(s) {sorted(unknown)}")
+        if "batch_size" in given:
+            data["batch_size"] = given["batch_size"]
+        if "strategy" in given:
+            data["strategy"] = {**data["strategy"], "name": given["strategy"], "params": {}}
+        if "budget_labels" in given:
+            data["budget"]["labels"] = given["budget_labels"]
+        if "budget_currency" in given:
+            data["budget"]["currency"] = given["budget_currency"]
+        try:
+            return CampaignConfig.model_validate(data)
+        except ValidationError as err:
+            raise ConfigError(_describe(err, "overrides")) from None
+
+
+def _describe(err: ValidationError, where: str) -> str:
+    lines = [f"{where}: {err.error_count()} problem(s)"]
+    for e in err.errors():
+        key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        lines.append(f"  {key}: {e['msg']}")
+    return "\n".join(lines)
+
+
+def load_campaign(path: str | Path) -> CampaignConfig:
+    """Read and validate a campaign YAML file; errors name the file and every bad key."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"campaign file {path} not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML ({err})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level")
+    try:
+        return CampaignConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(_describe(err, str(path))) from None

@@ -1,0 +1,74 @@
+"""Data stage: read the pool, give rows their ids, validate, split off the holdout."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from loopwise.config import CampaignConfig
+from loopwise.pool import assign_ids, feature_matrix, holdout_mask
+from tasks.storage import read_table
+
+__all__ = ["features", "load_pool", "split_holdout"]
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def load_pool(cfg: CampaignConfig) -> pd.DataFrame:
+    """Read the campaign's data source and give every row its item id."""
+    fmt = None if cfg.data.format == "auto" else cfg.data.format
+    df = read_table(cfg.data.source, format=fmt)
+    if cfg.data.max_rows is not None:
+        df = df.iloc[: cfg.data.max_rows]
+    return assign_ids(df.reset_index(drop=True), cfg.data.id_column)
+
+
+@task(cache_policy=NO_CACHE)
+def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
+    """Split the rows into pool and holdout (stable per item id); the holdout needs labels."""
+    h = cfg.data.holdout
+    if h.source is not None:
+        fmt = None if cfg.data.format == "auto" else cfg.data.format
+        holdout = assign_ids(read_table(h.source, format=fmt), cfg.data.id_column)
+        pool = df[~df["item_id"].isin(set(holdout["item_id"]))]
+    else:
+        label = cfg.data.label_column
+        if label is None or label not in df.columns:
+            raise ValueError(
+                "the holdout needs known labels: set data.label_column to a column of "
+                f"{cfg.data.source} or data.holdout.source to a labeled file"
+            )
+        known = df[label].notna().to_numpy()
+        mask = holdout_mask(df["item_id"].tolist(), h.fraction, h.seed) & known
+        holdout, pool = df[mask], df[~mask]
+    label = cfg.data.label_column
+    if label is None or label not in holdout.columns:
+        raise ValueError(f"holdout file {h.source} has no label column {label!r}")
+    holdout = holdout[holdout[label].astype(str).isin(set(cfg.labels))]
+    if len(holdout) == 0:
+        raise ValueError("the holdout is empty: no row has a label from the campaign's label set")
+    return {
+        "pool": pool.reset_index(drop=True),
+        "holdout": holdout.reset_index(drop=True),
+        "holdout_classes": int(np.unique(holdout[label].astype(str)).size),
+    }
+
+
+def features(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:
+    """The model inputs of each frame, encoded together so that their columns line up."""
+    exclude = [c for c in (cfg.data.id_column, cfg.data.label_column, cfg.data.text_column) if c]
+    both = pd.concat(frames, ignore_index=True)
+    X = feature_matrix(
+        both,
+        feature_columns=cfg.data.feature_columns,
+        text_column=cfg.data.text_column,
+        exclude=exclude,
+    )
+    out, start = [], 0
+    for f in frames:
+        out.append(X[start : start + len(f)])
+        start += len(f)
+    return out

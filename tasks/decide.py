@@ -1,0 +1,50 @@
+"""Decide stage: the stopping rules on the campaign history, and the drift check."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from loopwise.config import CampaignConfig
+from loopwise.drift import drift_report
+from loopwise.stopping import CycleRecord, decide
+
+__all__ = ["check_drift", "stopping_decision"]
+
+
+@task(cache_policy=NO_CACHE)
+def stopping_decision(
+    cfg: CampaignConfig, history: list[dict[str, Any]], pool_remaining: int
+) -> dict[str, Any]:
+    """Apply the campaign's stopping rules to its history; the decision with reason and numbers."""
+    records = [
+        CycleRecord(
+            cycle=int(h["cycle"]),
+            labels=int(h["labels"]),
+            cost=float(h["cost"]),
+            metric=float(h["metric"]),
+            predictions_kappa=h.get("kappa"),
+        )
+        for h in history
+    ]
+    decision = decide(
+        records, cfg.rules(), pool_remaining=pool_remaining, next_batch=cfg.batch_size
+    )
+    return decision.to_dict()
+
+
+@task(cache_policy=NO_CACHE)
+def check_drift(cfg: CampaignConfig, labeled: pd.DataFrame, pool: pd.DataFrame) -> dict[str, Any] | None:
+    """PSI and KS per numeric feature between the labeled snapshot and the current pool."""
+    if cfg.data.text_column is not None or len(labeled) < 20:
+        return None
+    skip = {c for c in (cfg.data.id_column, cfg.data.label_column, "item_id", "label") if c}
+    cols = cfg.data.feature_columns or [c for c in pool.columns if c not in skip]
+    cols = [c for c in cols if c in labeled.columns]
+    report = drift_report(
+        labeled[cols], pool[cols], psi_threshold=cfg.drift_psi_threshold, random_state=cfg.seed
+    )
+    return report.to_dict()

@@ -1,0 +1,43 @@
+"""Retrain stage: the labeled snapshot of a cycle and the model fitted on it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from loopwise.config import CampaignConfig
+from loopwise.pool import build_model, evaluate_model
+from tasks.storage import Store
+
+__all__ = ["evaluate", "fit", "labeled_snapshot"]
+
+
+@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+def labeled_snapshot(
+    store: Store, cycle: int, pool: pd.DataFrame, labels: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """Join the accepted labels to their pool rows; write the snapshot named by its content hash."""
+    ledger = pd.DataFrame(labels, columns=["item_id", "label"]).drop_duplicates("item_id")
+    rows = pool.drop(columns=[c for c in ("label",) if c in pool.columns]).merge(
+        ledger, on="item_id", how="inner", validate="one_to_one"
+    )
+    rows = rows.sort_values("item_id", kind="stable").reset_index(drop=True)
+    key = store.write_snapshot(f"snapshots/{cycle:04d}", rows)
+    return {"key": key, "uri": store.uri(key), "rows": len(rows)}
+
+
+@task(cache_policy=NO_CACHE)
+def fit(cfg: CampaignConfig, X: Any, y: np.ndarray) -> Any:
+    """Fit the campaign's model on the labeled snapshot."""
+    model = build_model(cfg.model.build(), kind=cfg.data.kind, scale=cfg.model.scale)
+    return model.fit(X, np.asarray(y).astype(str))
+
+
+@task(cache_policy=NO_CACHE)
+def evaluate(cfg: CampaignConfig, model: Any, X: Any, y: np.ndarray) -> dict[str, Any]:
+    """Holdout metrics of the model: accuracy, macro-F1, per-class F1, confusion matrix."""
+    return evaluate_model(model, X, y, cfg.labels)

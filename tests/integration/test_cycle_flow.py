@@ -1,0 +1,240 @@
+"""The cycle flow end to end: a real Label Studio, Prefect's test harness, MLflow on SQLite.
+
+A small synthetic campaign runs from its cold start to a stop decision while
+simulated annotators answer in Label Studio between runs. Crashes are injected
+after the side effect of each stage, then the run is repeated: no task is sent
+twice, no annotation is lost, no cycle is logged twice, and no extra next run is
+created.
+"""
+
+from __future__ import annotations
+
+import itertools
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from sklearn.datasets import make_classification
+
+from tasks.annotators import AnnotatorProfile, simulate_annotators
+from tasks.storage import Store
+
+pytestmark = pytest.mark.integration
+
+LABELS = ["ant", "bee", "cat", "dog"]
+PROFILES = [
+    AnnotatorProfile(name="ann", accuracy=0.97, latency=1.0),
+    AnnotatorProfile(name="bob", accuracy=0.93, latency=1.0),
+    AnnotatorProfile(name="cyd", accuracy=0.6, latency=1.0),
+]
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def harness():
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+def _write_campaign(tmp: Path, label_studio, *, name: str, **extra) -> Path:
+    X, y = make_classification(
+        n_samples=900, n_features=6, n_informative=5, n_redundant=0, n_classes=4,
+        n_clusters_per_class=1, class_sep=1.6, random_state=7,
+    )
+    df = pd.DataFrame(X.round(4), columns=[f"f{i}" for i in range(6)])
+    df.insert(0, "uid", [f"u{i:04d}" for i in range(len(df))])
+    df["truth"] = np.asarray(LABELS)[y]
+    df.to_csv(tmp / "pool.csv", index=False)
+    cfg = {
+        "name": name,
+        "data": {
+            "source": str(tmp / "pool.csv"),
+            "id_column": "uid",
+            "label_column": "truth",
+            "holdout": {"fraction": 0.3},
+        },
+        "labels": LABELS,
+        "batch_size": 20,
+        "cold_start_size": 16,
+        "annotators_per_item": 2,
+        "max_annotations_per_item": 3,
+        "budget": {"labels": 96, "cost_per_annotation": 0.1},
+        "stopping": {"kappa_threshold": None, "plateau_epsilon": 0.0001, "plateau_window": 5},
+        "stop_set_size": 200,
+        "labelstudio": {"url": label_studio.url, "token_env": "LOOPWISE_TEST_LS_TOKEN"},
+        "storage_root": str(tmp / "store"),
+        "mlflow": {
+            "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
+            "artifact_location": (tmp / "mlartifacts").as_uri(),
+        },
+        "schedule": {"recheck_seconds": 3600},
+        **extra,
+    }
+    path = tmp / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def _annotate(label_studio, campaign: Path, seed: int) -> None:
+    from loopwise.config import load_campaign
+    from tasks.labelstudio import connect
+
+    cfg = load_campaign(campaign)
+    pool = pd.read_csv(cfg.data.source)
+    truth = dict(zip(pool["uid"].astype(str), pool["truth"], strict=True))
+    client = connect(label_studio.url, label_studio.token)
+    (project,) = [p for p in client.projects.list(title=cfg.project_title) if p.title == cfg.project_title]
+    simulate_annotators(
+        label_studio.url, label_studio.token, int(project.id), truth, PROFILES,
+        labels=LABELS, data_kind="tabular", random_state=seed,
+    )
+
+
+def _server_items(ls_client, title: str) -> list[str]:
+    (project,) = [p for p in ls_client.projects.list(title=title) if p.title == title]
+    tasks = ls_client.tasks.list(project=project.id, fields="task_only", page_size=1000)
+    return [t.data["item_id"] for t in tasks]
+
+
+def _next_runs(deployment_id) -> list:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import DeploymentFilter, DeploymentFilterId
+
+    with get_client(sync_client=True) as client:
+        return client.read_flow_runs(
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id]))
+        )
+
+
+def _create_deployment(name: str):
+    from prefect.client.orchestration import get_client
+    from prefect.utilities.callables import parameter_schema
+
+    from flows.cycle import cycle
+
+    with get_client(sync_client=True) as client:
+        flow_id = client.create_flow_from_name("cycle")
+        return client.create_deployment(
+            flow_id=flow_id,
+            name=name,
+            entrypoint="flows/cycle.py:cycle",
+            parameter_openapi_schema=parameter_schema(cycle).model_dump_for_openapi(),
+            enforce_parameter_schema=True,
+        )
+
+
+class _Crash(RuntimeError):
+    pass
+
+
+def _crash_after(monkeypatch, module, name: str) -> None:
+    """Make ``module.name`` do its work, then die (the hardest place for a crash)."""
+    real = getattr(module, name)
+
+    def crashing(*args, **kwargs):
+        real(*args, **kwargs)
+        raise _Crash(f"injected crash after {name}")
+
+    monkeypatch.setattr(module, name, crashing)
+
+
+def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
+    harness, label_studio, ls_client, tmp_path, monkeypatch
+):
+    import mlflow
+
+    import flows._common as common
+    import flows.cycle as cycle_mod
+    import tasks.labelstudio as ls_tasks
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
+
+    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+    name = f"flowtest-{next(_names)}"
+    campaign = _write_campaign(tmp_path, label_studio, name=name)
+    cfg = load_campaign(campaign)
+    deployment_id = _create_deployment(name)
+    store = Store(f"{cfg.storage_root}/{name}")
+
+    # A crash point per stage, in the order runs reach them. A crash stays armed
+    # until a run reaches its point; the run after a crash is the rerun.
+    pending = [
+        (ls_tasks, "dispatch_batch"),  # cold start: tasks imported, receipt not kept
+        (cycle_mod, "consensus_qc"),
+        (cycle_mod, "log_cycle"),  # the MLflow run exists, the checkpoint does not
+        (cycle_mod, "stopping_decision"),
+        (cycle_mod, "select_batch"),
+        (ls_tasks, "dispatch_batch"),
+        (common, "schedule_next_run"),  # the next run exists, the state does not know
+    ]
+    results, annotated_ids, crashed = [], set(), 0
+    for _ in range(40):
+        with monkeypatch.context() as mp:
+            if pending:
+                _crash_after(mp, *pending[0])
+            try:
+                out = cycle(campaign=str(campaign))
+            except _Crash:
+                pending.pop(0)
+                crashed += 1
+                continue
+        results.append(out)
+        items = _server_items(ls_client, cfg.project_title)
+        assert len(items) == len(set(items)), "an item was sent to Label Studio twice"
+        ledger = store.read_jsonl(f"annotations/{_pid(ls_client, cfg)}.jsonl")
+        ids = {r["annotation_id"] for r in ledger}
+        assert annotated_ids <= ids, "an annotation disappeared from the ledger"
+        annotated_ids = ids
+        if out["status"] == "stopped":
+            break
+        _annotate(label_studio, campaign, seed=len(results))
+    else:
+        pytest.fail(f"no stop decision after 40 runs: {results[-3:]}")
+    assert crashed == 7 and not pending, f"crash points never reached: {pending}"
+
+    state = store.read_json("state.json")
+    trained = [h["cycle"] for h in state["history"]]
+    assert len(trained) >= 3 and trained == sorted(set(trained))
+    assert state["stopped"] and state["decision"]["stop"]
+    assert state["decision"]["rule"] in ("label_budget", "plateau", "marginal_gain", "pool_exhausted")
+    # Labels: each accepted item once, all of them sent items.
+    labels = store.read_jsonl(f"labels/{_pid(ls_client, cfg)}.jsonl")
+    assert len({r["item_id"] for r in labels}) == len(labels)
+    assert {r["item_id"] for r in labels} <= set(_server_items(ls_client, cfg.project_title))
+    # MLflow: exactly one run per trained cycle; the champion is the best holdout accuracy.
+    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+    exp = client.get_experiment_by_name(cfg.experiment)
+    runs = client.search_runs([exp.experiment_id])
+    assert sorted(int(r.data.tags["loopwise.cycle"]) for r in runs) == trained
+    champion = client.get_model_version_by_alias(f"loopwise-{name}", "champion")
+    best = max(r.data.metrics["accuracy"] for r in runs)
+    assert float(champion.tags["holdout_accuracy"]) == pytest.approx(best)
+    # Next runs: one per go decision (dispatch or re-check), none after the stop.
+    flow_runs = _next_runs(deployment_id)
+    keys = [r.idempotency_key for r in flow_runs]
+    assert len(keys) == len(set(keys))
+    go_runs = sum(r["status"] in ("dispatched", "waiting") for r in results)
+    assert len(flow_runs) == go_runs, (sorted(keys), [r["status"] for r in results])
+
+
+def _pid(ls_client, cfg) -> int:
+    (project,) = [p for p in ls_client.projects.list(title=cfg.project_title) if p.title == cfg.project_title]
+    return int(project.id)
+
+
+def test_a_bad_manual_parameter_is_refused_before_the_run(harness):
+    from prefect.client.orchestration import get_client
+
+    deployment_id = _create_deployment(f"params-{next(_names)}")
+    with get_client(sync_client=True) as client:
+        for bad in ({"batch_size": 0}, {"strategy": "no-such-strategy"}, {"budget_labels": -3}):
+            with pytest.raises(Exception, match=r"(?i)validat|schema|parameter"):
+                client.create_flow_run_from_deployment(deployment_id, parameters=bad)
+        ok = client.create_flow_run_from_deployment(
+            deployment_id, parameters={"batch_size": 30, "strategy": "margin"}
+        )
+        assert ok.parameters["batch_size"] == 30
