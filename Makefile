@@ -17,7 +17,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: help install test test-fast lint demo bench bench-quick clean labelstudio-start labelstudio-stop
+.PHONY: help install test test-fast lint demo demo-sim demo-clean down bench bench-quick clean labelstudio-start labelstudio-stop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -49,8 +49,19 @@ lint: install  ## ruff
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
-demo: install  ## simulated campaign on a real dataset: default strategy vs random
+demo: install  ## the real loop: Label Studio, Prefect server + worker, MLflow, simulated annotators, to a stop
+	$(RUN) python -m tasks.demo
+
+demo-sim: install  ## simulated campaign on a real dataset (no servers): default strategy vs random
 	$(RUN) python -m loopwise.demo --out demo-output
+
+down:  ## stop every server the demo started (by process id)
+	-$(RUN) python -m tasks.servers stop
+	-$(RUN) python -m tasks.labelstudio_server stop
+
+demo-clean: down  ## forget the demo campaign: its state, MLflow store, Prefect and Label Studio data
+	rm -rf .loopwise/store/letter-demo .loopwise/mlflow.db .loopwise/mlartifacts/letter-demo \
+	  .loopwise/labelstudio/demo-data .loopwise/prefect/prefect.db .loopwise/run
 
 bench: install  ## label efficiency, selection cost (vs modAL, scikit-activeml), Label Studio I/O → bench/results/
 	$(RUN) python bench/label_efficiency.py

@@ -119,6 +119,19 @@ class ModelConfig(_Strict):
             raise ValueError(f"estimator {v!r} has no predict_proba")
         return v
 
+    @model_validator(mode="after")
+    def _buildable(self) -> ModelConfig:
+        try:
+            est = self.build()
+        except TypeError as err:
+            raise ValueError(f"{self.estimator} does not take these params: {err}") from None
+        if not hasattr(est, "predict_proba"):
+            raise ValueError(
+                f"{self.estimator} with params {self.params} has no predict_proba "
+                "(for SVC, set probability: true)"
+            )
+        return self
+
     def build(self) -> Any:
         """A fresh, unfitted estimator."""
         module, _, name = self.estimator.rpartition(".")
@@ -172,7 +185,7 @@ class LabelStudioConfig(_Strict):
     @field_validator("token_env")
     @classmethod
     def _env_name(cls, v: str) -> str:
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v):
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", v) or re.fullmatch(r"[0-9a-f]{20,}", v):
             raise ValueError(
                 f"token_env is the NAME of an environment variable, got {v[:4]!r}...; "
                 "never put the token itself in the file"

@@ -62,12 +62,12 @@ def assign_ids(df: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
         raise ValueError(f"id column {id_column!r} not in the data; columns: {list(out.columns)}")
     ids = out[id_column]
     if ids.isna().any():
-        rows = list(np.flatnonzero(ids.isna().to_numpy())[:5] + 1)
+        rows = (np.flatnonzero(ids.isna().to_numpy())[:5] + 1).tolist()
         raise ValueError(f"id column {id_column!r} is empty in data row(s) {rows}")
     out["item_id"] = ids.astype(str)
     dup = out["item_id"].duplicated()
     if dup.any():
-        rows = list(np.flatnonzero(dup.to_numpy())[:5] + 1)
+        rows = (np.flatnonzero(dup.to_numpy())[:5] + 1).tolist()
         raise ValueError(f"id column {id_column!r} repeats ids in data row(s) {rows}")
     return out
 

@@ -41,7 +41,8 @@ def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
                 "the holdout needs known labels: set data.label_column to a column of "
                 f"{cfg.data.source} or data.holdout.source to a labeled file"
             )
-        known = df[label].notna().to_numpy()
+        # Only rows whose known label is in the label set can measure a model.
+        known = df[label].astype("string").isin(cfg.labels).fillna(False).to_numpy(bool)
         mask = holdout_mask(df["item_id"].tolist(), h.fraction, h.seed) & known
         holdout, pool = df[mask], df[~mask]
     label = cfg.data.label_column
@@ -60,10 +61,13 @@ def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
 def features(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:
     """The model inputs of each frame, encoded together so that their columns line up."""
     exclude = [c for c in (cfg.data.id_column, cfg.data.label_column, cfg.data.text_column) if c]
-    both = pd.concat(frames, ignore_index=True)
+    # Only columns every frame has: the snapshot's annotated ``label`` is never a feature.
+    shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
+    columns = cfg.data.feature_columns or [c for c in shared if c not in set(exclude) | {"item_id"}]
+    both = pd.concat([f[[*columns, *_text_of(f, cfg)]] for f in frames], ignore_index=True)
     X = feature_matrix(
         both,
-        feature_columns=cfg.data.feature_columns,
+        feature_columns=columns,
         text_column=cfg.data.text_column,
         exclude=exclude,
     )
@@ -72,3 +76,9 @@ def features(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:
         out.append(X[start : start + len(f)])
         start += len(f)
     return out
+
+
+def _text_of(frame: pd.DataFrame, cfg: CampaignConfig) -> list[str]:
+    """The text column, where the frame has it (text campaigns read it)."""
+    text = cfg.data.text_column
+    return [text] if text and text in frame.columns else []

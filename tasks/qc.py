@@ -172,8 +172,10 @@ def batch_progress(
     """Where each item of an open batch stands.
 
     ``done`` counts items accepted into the labels ledger or sent to expert review
-    (disputed with ``max_annotations`` answers already); ``more`` lists disputed items
-    whose expected answers are all in and that may get another; ``pending`` the rest.
+    (no consensus with ``max_annotations`` answers already); ``more`` lists items whose
+    expected answers are all in without a consensus (disputed, or too many skips) and
+    that may get another; ``pending`` holds those and the items still being answered.
+    ``disputed`` (item → reason) is kept for the caller's log.
     """
     accepted = {r["item_id"] for r in Store(store_root).read_jsonl(_labels_key(project_id))}
     answers: dict[str, int] = {}
@@ -186,7 +188,7 @@ def batch_progress(
             continue
         if n >= max_annotations:
             review.append(item)
-        elif n >= annotators_per_item and (item in disputed or n > 0):
+        elif n >= annotators_per_item:  # every expected answer is in, and no consensus yet
             more.append(item)
             pending.append(item)
         else:

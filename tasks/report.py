@@ -47,7 +47,8 @@ def summary_markdown(cfg: CampaignConfig, s: dict[str, Any]) -> str:
     lines += ["", "**Links**", ""]
     if s.get("run_url"):
         lines.append(f"- MLflow run: {s['run_url']}")
-    lines.append(f"- Label Studio project: {cfg.labelstudio.url}/projects/{s.get('project_id')}")
+    if s.get("project_id") is not None:
+        lines.append(f"- Label Studio project: {cfg.labelstudio.url}/projects/{s['project_id']}")
     return "\n".join(lines)
 
 
