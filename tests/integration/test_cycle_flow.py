@@ -238,3 +238,36 @@ def test_a_bad_manual_parameter_is_refused_before_the_run(harness):
             deployment_id, parameters={"batch_size": 30, "strategy": "margin"}
         )
         assert ok.parameters["batch_size"] == 30
+
+
+def test_a_campaign_on_s3_storage_keeps_its_state_ledgers_and_snapshots_in_the_bucket(
+    harness, label_studio, ls_client, s3_server, tmp_path, monkeypatch
+):
+    import boto3
+
+    from flows.cycle import cycle
+
+    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+    name = f"s3test-{next(_names)}"
+    root = f"s3://{s3_server['bucket']}/campaigns"
+    campaign = _write_campaign(tmp_path, label_studio, name=name, storage_root=root)
+    assert cycle(campaign=str(campaign))["status"] == "dispatched"  # cold start
+    _annotate(label_studio, campaign, seed=1)
+    out = cycle(campaign=str(campaign))
+    while out["status"] == "waiting":  # disputes sent back for another answer
+        _annotate(label_studio, campaign, seed=2)
+        out = cycle(campaign=str(campaign))
+    assert out["status"] == "dispatched" and out["cycle"] == 1
+
+    s3 = boto3.client("s3", endpoint_url=s3_server["endpoint_url"])
+    listing = s3.list_objects_v2(Bucket=s3_server["bucket"], Prefix=f"campaigns/{name}/")
+    keys = [o["Key"].removeprefix(f"campaigns/{name}/") for o in listing.get("Contents", [])]
+    assert "state.json" in keys
+    assert any(k.startswith("snapshots/0001/") and k.endswith(".parquet") for k in keys)
+    assert any(k.startswith("labels/") and ".jsonl.d/" in k for k in keys)
+    assert any(k.startswith("annotations/") for k in keys)
+    assert not (tmp_path / "store").exists()  # nothing went to the local disk
+    store = Store(f"{root}/{name}")
+    state = store.read_json("state.json")
+    assert state["cycle"] == 1 and state["stage"] == "waiting"
+    assert len(_server_items(ls_client, f"Loopwise {name}")) == 16 + 20

@@ -425,3 +425,28 @@ def test_default_model_is_logistic_regression():
     est = ModelConfig().build()
     assert isinstance(est, LogisticRegression)
     assert est.max_iter == 1000
+
+
+def test_every_config_key_is_documented_in_configs_readme():
+    from pathlib import Path
+
+    from pydantic import BaseModel
+
+    from loopwise.config import CampaignConfig
+
+    doc = (Path(__file__).resolve().parents[2] / "configs" / "README.md").read_text()
+
+    def keys(model: type[BaseModel], prefix: str = ""):
+        for name, field in model.model_fields.items():
+            kind = field.annotation
+            if isinstance(kind, type) and issubclass(kind, BaseModel) and name != "stopping":
+                yield from keys(kind, f"{prefix}{name}.")
+            else:
+                yield f"{prefix}{name}"
+
+    missing = []
+    for key in keys(CampaignConfig):
+        head, _, leaf = key.rpartition(".")
+        if f"`{key}`" not in doc and not (head and f"`{head}." in doc and f".{leaf}`" in doc):
+            missing.append(key)
+    assert not missing, f"configs/README.md does not describe {missing}"
