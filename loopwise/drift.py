@@ -28,6 +28,8 @@ import pandas as pd
 from scipy.stats import ks_2samp
 from sklearn.utils import check_random_state
 
+from loopwise._validation import json_safe
+
 __all__ = ["DriftReport", "drift_report", "psi"]
 
 #: Floor of the bin proportions: an empty bin adds a large but finite term.
@@ -126,7 +128,7 @@ class DriftReport:
 
     def to_dict(self) -> dict[str, Any]:
         """The report as plain JSON types."""
-        return _json_safe(asdict(self))
+        return json_safe(asdict(self))
 
 
 def drift_report(
@@ -329,16 +331,3 @@ def _not_comparable(ref: pd.Series, cur: pd.Series) -> str | None:
 def _finite(s: pd.Series) -> np.ndarray:
     arr = s.to_numpy(dtype=float, na_value=np.nan)
     return arr[np.isfinite(arr)]
-
-
-def _json_safe(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars unwrapped, tuples as lists, NaN/inf as None."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not np.isfinite(obj):
-        return None
-    return obj

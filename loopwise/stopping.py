@@ -39,6 +39,8 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.optimize import OptimizeWarning, curve_fit
 
+from loopwise._validation import json_safe
+
 __all__ = [
     "RULE_ORDER",
     "CycleRecord",
@@ -181,7 +183,7 @@ class Decision:
             "stop": bool(self.stop),
             "rule": self.rule,
             "reason": self.reason,
-            "details": _json_safe(self.details),
+            "details": json_safe(self.details),
         }
 
 
@@ -224,7 +226,7 @@ class LearningCurveFit:
 
     def to_dict(self) -> dict[str, Any]:
         """Parameters as plain JSON types."""
-        return _json_safe(
+        return json_safe(
             {"a": self.a, "b": self.b, "c": self.c, "method": self.method, "rmse": self.rmse}
         )
 
@@ -635,16 +637,3 @@ def _check_int(v: Any, name: str, minimum: int) -> int:
 
 def _is_real(v: Any) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def _json_safe(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars unwrapped, tuples as lists, NaN/inf as None."""
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
