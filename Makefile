@@ -9,7 +9,6 @@ RUN := $(UV) run --locked --no-sync
 export OMP_NUM_THREADS ?= 1
 export OPENBLAS_NUM_THREADS ?= 1
 export MKL_NUM_THREADS ?= 1
-export PYTHONDONTWRITEBYTECODE := 1
 # Prefect writes its profile and database under PREFECT_HOME (default ~/.prefect):
 # keep it in the project's ignored work folder, and keep it offline.
 export PREFECT_HOME ?= $(CURDIR)/.loopwise/prefect

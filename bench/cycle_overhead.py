@@ -38,11 +38,15 @@ The server start-up is not timed: a trivial flow and one whole cycle run before 
 measured ones. The orchestrated wall is the whole flow call (flow-run creation, state
 changes, task runs and their events and logs included).
 
-Overhead = (orchestrated − plain) / orchestrated; target ≤ 15 %. Afterwards one more
-orchestrated cycle runs under cProfile (main thread) to show where the overhead goes.
+Overhead = (orchestrated − plain) / orchestrated; target ≤ 15 %. Afterwards, to show
+where the overhead goes: one more orchestrated cycle under cProfile (main thread); the
+same pairs again with Prefect's flow-run heartbeats off (a diagnostic: the heartbeat
+thread, joined at the end of every flow run, sleeps in 1 s ticks); and ``--cold-repeats``
+cycles of each path in a fresh interpreter each, as a process work pool runs a flow run,
+with a bytecode cache (in the temp dir) and without one (``PYTHONDONTWRITEBYTECODE=1``).
 
-    python bench/cycle_overhead.py                        # 100,000 rows, 5 repeats (~2 min)
-    python bench/cycle_overhead.py --rows 20000 --repeats 3
+    python bench/cycle_overhead.py                        # 100,000 rows (~5 min on 2 shared cores)
+    python bench/cycle_overhead.py --rows 20000 --repeats 3 --cold-repeats 0
     python bench/cycle_overhead.py --no-profile
 
 Set PREFECT_HOME (e.g. .loopwise/prefect), PREFECT_SERVER_ANALYTICS_ENABLED=false,
@@ -670,6 +674,17 @@ def report(res: dict[str, Any]) -> str:
         f"- without the two MLflow steps the overhead would still be "
         f"{100 * res['overhead_without_mlflow']:.1f} %"
     )
+    hb = res.get("heartbeats_off")
+    if hb:
+        lines += [
+            "",
+            "Diagnostic — the same pairs with flow-run heartbeats off "
+            "(`PREFECT_FLOWS_HEARTBEAT_FREQUENCY=None`; Prefect's default is 180 s, and its "
+            "heartbeat thread sleeps in 1 s ticks that the flow run joins on exit, so every "
+            f"flow run ends on a whole second of its run time): plain {hb['plain_median']:.3f} s, "
+            f"orchestrated {hb['orchestrated_median']:.3f} s (flow engine "
+            f"{_ms(hb['engine_s'])} ms), overhead **{100 * hb['overhead']:.1f} %**.",
+        ]
     cold = res.get("fresh_process")
     if cold:
         n = len(next(iter(cold.values()))["runs"]["plain"])
@@ -811,7 +826,11 @@ def main() -> None:
     import mlflow
     import prefect
     import sklearn
-    from prefect.settings import PREFECT_API_URL
+    from prefect.settings import (
+        PREFECT_API_URL,
+        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
+        temporary_settings,
+    )
     from prefect.testing.utilities import prefect_test_harness
 
     load_start = loadavg()
@@ -870,6 +889,25 @@ def main() -> None:
                 k += 1
                 profile = profile_once(setup, k)
                 print(f"profiled cycle: {profile['wall_s']:.2f} s", flush=True)
+            # Diagnostic: the same pairs with flow-run heartbeats off. Prefect's heartbeat
+            # thread sleeps in 1 s ticks and the flow run joins it on exit, so with the
+            # default (180 s) every flow run ends on the next whole second of its run time.
+            nohb: dict[str, list[float]] = {"plain": [], "orchestrated": []}
+            nohb_steps: list[dict[str, float]] = []
+            with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+                for r in range(args.repeats):
+                    k += 1
+                    for which in ("plain", "orch") if r % 2 == 0 else ("orch", "plain"):
+                        fn = plain_cycle if which == "plain" else orchestrated
+                        wall, steps, _ = _timed(fn, setup, k)
+                        nohb["plain" if which == "plain" else "orchestrated"].append(wall)
+                        if which == "orch":
+                            nohb_steps.append(steps)
+                    print(
+                        f"heartbeats off, repeat {r + 1}: plain {nohb['plain'][-1]:.3f} s, "
+                        f"orchestrated {nohb['orchestrated'][-1]:.3f} s",
+                        flush=True,
+                    )
             cold = {}
             if args.cold_repeats:
                 base = {**os.environ, "PREFECT_API_URL": str(api_url)}
@@ -916,7 +954,18 @@ def main() -> None:
         "MLflow (log_cycle + log_decision tasks)": mlflow_s,
         "storage (snapshot write + read, ledgers, stop set, checkpoints, state; with its task)": storage_s,
         "Prefect task calls (orchestrated − plain wall of the other steps)": prefect_tasks_s,
-        "Prefect flow engine (flow-run creation and states: wall − sum of steps)": engine_s,
+        "Prefect flow engine (flow-run creation, states, and the wait for the heartbeat "
+        "thread's 1 s tick at exit: wall − sum of steps)": engine_s,
+    }
+    hp, ho = statistics.median(nohb["plain"]), statistics.median(nohb["orchestrated"])
+    heartbeat_off = {
+        "plain_walls": nohb["plain"],
+        "orchestrated_walls": nohb["orchestrated"],
+        "plain_median": hp,
+        "orchestrated_median": ho,
+        "orchestrated_steps_median": med_steps(nohb_steps),
+        "engine_s": ho - sum(med_steps(nohb_steps).values()),
+        "overhead": (ho - hp) / ho,
     }
     cold_summary = {}
     for mode, runs in cold.items():
@@ -963,6 +1012,7 @@ def main() -> None:
         "met": (o_med - p_med) / o_med <= TARGET,
         "attribution": attribution,
         "overhead_without_mlflow": (o_med - mlflow_s - p_med) / (o_med - mlflow_s),
+        "heartbeats_off": heartbeat_off,
         "fresh_process": cold_summary,
         "venv_has_bytecode": (Path(prefect.__file__).parent / "__pycache__").is_dir(),
         "profile": profile,

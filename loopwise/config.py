@@ -82,6 +82,15 @@ class DataConfig(_Strict):
     )
 
     @model_validator(mode="after")
+    def _holdout_file_needs_ids(self) -> DataConfig:
+        if self.holdout.source is not None and self.id_column is None:
+            raise ValueError(
+                "data.holdout.source needs data.id_column: row numbers cannot tell the "
+                "holdout's rows from the pool's"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _columns_distinct(self) -> DataConfig:
         named = [c for c in (self.id_column, self.text_column, self.label_column) if c]
         if len(named) != len(set(named)):

@@ -587,8 +587,9 @@ def hindsight_stop_point(
     Returns
     -------
     int or None
-        The position ``i`` (equal to ``history[i].cycle`` when cycles are numbered
-        0, 1, 2, …), or None if every batch was worth its cost.
+        The position ``i`` in ``history`` (its record is ``history[i]``; in a
+        campaign, whose first trained cycle is 1, that is cycle ``i + 1``), or None
+        if every batch was worth its cost.
     """
     history = _check_history(history)
     for name, v in (("value_per_point", value_per_point), ("cost_per_label", cost_per_label)):

@@ -65,6 +65,8 @@ def log_cycle(
     annotator_quality: dict[str, float],
 ) -> dict[str, Any]:
     """Log the cycle's run: params, metrics at step = labels, figures, dataset input, model."""
+    import matplotlib.pyplot as plt
+
     mlflow, client = _client(cfg)
     experiment_id = _experiment_id(cfg, client)
     run = _find_run(client, experiment_id, cycle)
@@ -110,7 +112,7 @@ def log_cycle(
         )
         dataset = mlflow.data.from_pandas(
             snapshot,
-            source=snapshot_info["uri"],
+            source=_as_uri(snapshot_info["uri"]),
             targets="label",
             name=f"{cfg.name}-cycle-{cycle:03d}",
             digest=Path(snapshot_info["key"]).stem[:36],
@@ -121,7 +123,7 @@ def log_cycle(
             (confusion_figure(metrics["confusion"], cfg.labels), "confusion_matrix.png"),
         ):
             mlflow.log_figure(fig, file)
-            fig.clf()
+            plt.close(fig)
         quality = pd.DataFrame(
             sorted(annotator_quality.items(), key=lambda kv: -kv[1]),
             columns=["annotator", "estimated_accuracy"],
@@ -145,6 +147,11 @@ def log_cycle(
         }
         mlflow.set_tags({"loopwise.result": json.dumps(result), "loopwise.logged": "true"})
     return result
+
+
+def _as_uri(location: str) -> str:
+    """A local path as a file:// URI (MLflow then knows which kind of source it is)."""
+    return location if "://" in location else Path(location).resolve().as_uri()
 
 
 def _run_url(cfg: CampaignConfig, experiment_id: str, run_id: str) -> str:

@@ -450,3 +450,14 @@ def test_every_config_key_is_documented_in_configs_readme():
         if f"`{key}`" not in doc and not (head and f"`{head}." in doc and f".{leaf}`" in doc):
             missing.append(key)
     assert not missing, f"configs/README.md does not describe {missing}"
+
+
+def test_a_separate_holdout_file_needs_an_id_column(tmp_path):
+    from loopwise.config import ConfigError, load_campaign
+
+    path = tmp_path / "c.yaml"
+    path.write_text(
+        "name: c\nlabels: [a, b]\ndata: {source: pool.csv, holdout: {source: holdout.csv}}\n"
+    )
+    with pytest.raises(ConfigError, match="id_column"):
+        load_campaign(path)
