@@ -663,7 +663,12 @@ class Store:
                     "time": now,
                 }
             )
-        return self.append_jsonl(f"quarantine/{_source_name(source)}.jsonl", records)
+        return self.append_jsonl(quarantine_key(source), records)
+
+
+def quarantine_key(source: str) -> str:
+    """The quarantine ledger of a data source: ``quarantine/<source-name>.jsonl``."""
+    return f"quarantine/{_source_name(source)}.jsonl"
 
 
 def open_store(root: str | os.PathLike[str] | Store | None = None) -> Store:

@@ -49,7 +49,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.storage import Store
+from tasks.storage import Store, quarantine_key
 
 __all__ = [
     "ValidationFailed",
@@ -543,8 +543,17 @@ def validate_pool(
     result = validate_frame(df, suite_path, id_column=id_column)
     summary = {**result.summary, "source": str(source), "cycle": cycle, "quarantined": 0}
     if len(result.invalid):
-        summary["quarantined"] = Store(store_root).quarantine(
-            str(source), result.invalid, result.reasons, cycle=cycle
+        # A row already quarantined for the same reason by an earlier run is not
+        # recorded again: the ledger holds each bad row once, however often it is read.
+        store = Store(store_root)
+        seen = {(r.get("id"), r.get("reason")) for r in store.read_jsonl(quarantine_key(str(source)))}
+        ids = result.invalid[id_column] if id_column in result.invalid.columns else result.invalid.index
+        fresh = [
+            (i, r) not in seen for i, r in zip(ids.astype(str), result.reasons.astype(str), strict=True)
+        ]
+        summary["quarantined"] = len(result.invalid)
+        summary["quarantined_new"] = store.quarantine(
+            str(source), result.invalid[fresh], result.reasons[fresh], cycle=cycle
         )
     logger = _run_logger()
     share = result.valid_fraction

@@ -10,6 +10,7 @@ created.
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -48,7 +49,31 @@ def _write_campaign(tmp: Path, label_studio, *, name: str, **extra) -> Path:
     df = pd.DataFrame(X.round(4), columns=[f"f{i}" for i in range(6)])
     df.insert(0, "uid", [f"u{i:04d}" for i in range(len(df))])
     df["truth"] = np.asarray(LABELS)[y]
-    df.to_csv(tmp / "pool.csv", index=False)
+    bad = df.iloc[:3].copy()  # planted bad rows: out of range, missing, not a number
+    bad["uid"] = ["bad-range", "bad-missing", "bad-text"]
+    bad = bad.astype({"f2": object})
+    bad.loc[bad.index[0], "f1"] = 999.0
+    bad.loc[bad.index[1], "f3"] = None
+    bad.loc[bad.index[2], "f2"] = "oops"
+    pd.concat([df, bad]).to_csv(tmp / "pool.csv", index=False)
+    suite = {
+        "name": "synthetic_pool",
+        "expectations": [
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "item_id"}},
+            *(
+                {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": f"f{i}"}}
+                for i in range(6)
+            ),
+            *(
+                {
+                    "type": "expect_column_values_to_be_between",
+                    "kwargs": {"column": f"f{i}", "min_value": -50, "max_value": 50},
+                }
+                for i in range(6)
+            ),
+        ],
+    }
+    (tmp / "suite.json").write_text(json.dumps(suite))
     cfg = {
         "name": name,
         "data": {
@@ -56,6 +81,7 @@ def _write_campaign(tmp: Path, label_studio, *, name: str, **extra) -> Path:
             "id_column": "uid",
             "label_column": "truth",
             "holdout": {"fraction": 0.3},
+            "validation_suite": str(tmp / "suite.json"),
         },
         "labels": LABELS,
         "batch_size": 20,
@@ -196,6 +222,13 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
         pytest.fail(f"no stop decision after 40 runs: {results[-3:]}")
     assert crashed == 7 and not pending, f"crash points never reached: {pending}"
 
+    # The planted bad rows were quarantined (once each, with a reason) and never sent.
+    quarantined = store.read_jsonl("quarantine/pool.jsonl")
+    assert sorted(r["id"] for r in quarantined) == ["bad-missing", "bad-range", "bad-text"]
+    assert all(r["reason"] for r in quarantined)
+    assert not {"bad-missing", "bad-range", "bad-text"} & set(
+        _server_items(ls_client, cfg.project_title)
+    )
     state = store.read_json("state.json")
     trained = [h["cycle"] for h in state["history"]]
     assert len(trained) >= 3 and trained == sorted(set(trained))

@@ -196,6 +196,21 @@ def test_validate_pool_quarantines_with_reasons(planted, tmp_path, caplog):
     assert "6 of 18 rows failed suite 'letter_pool'" in caplog.text
 
 
+def test_a_rerun_records_each_bad_row_once_and_a_new_bad_row_again(planted, tmp_path):
+    kw = dict(
+        id_column="item_id", store_root=str(tmp_path), source="letter.csv", min_valid_fraction=0.5
+    )
+    validate_pool.fn(planted, POOL_SUITE, cycle=1, **kw)
+    _, summary = validate_pool.fn(planted, POOL_SUITE, cycle=2, **kw)
+    assert summary["quarantined"] == 6 and summary["quarantined_new"] == 0
+    worse = planted.copy()
+    worse.loc[0, "x-box"] = 77  # a row that was fine is now bad
+    _, summary = validate_pool.fn(worse, POOL_SUITE, cycle=3, **kw)
+    assert summary["quarantined"] == 7 and summary["quarantined_new"] == 1
+    ledger = Store(tmp_path).read_jsonl("quarantine/letter.jsonl")
+    assert len(ledger) == 7 and ledger[-1]["cycle"] == 3 and "x-box" in ledger[-1]["reason"]
+
+
 def test_validate_pool_below_threshold_raises(planted, tmp_path):
     with pytest.raises(ValidationFailed) as err:
         validate_pool.fn(
