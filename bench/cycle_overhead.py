@@ -84,17 +84,18 @@ sys.path.insert(0, str(HERE.parent))
 from loopwise.config import CampaignConfig, load_campaign  # noqa: E402
 from loopwise.pool import (  # noqa: E402
     assign_ids,
+    batch_records,
     build_model,
     evaluate_model,
-    feature_matrix,
     holdout_mask,
+    model_inputs,
     partition_bounds,
     partition_scores,
     prediction_agreement,
     select_from_candidates,
     strategy_for,
 )
-from loopwise.stopping import CycleRecord, decide  # noqa: E402
+from loopwise.stopping import decide, history_records  # noqa: E402
 
 RESULTS = HERE / "results"
 TARGET = 0.15
@@ -229,52 +230,6 @@ def _row(k: int, labels: int, cfg: CampaignConfig, metrics: dict, kappa: float |
 # ----------------------------------------------------------------------------- plain
 
 
-def _features(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:
-    """``tasks.data.features`` line for line (that module imports Prefect)."""
-    exclude = [c for c in (cfg.data.id_column, cfg.data.label_column, cfg.data.text_column) if c]
-    shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
-    columns = cfg.data.feature_columns or [c for c in shared if c not in set(exclude) | {"item_id"}]
-    both = pd.concat([f[columns] for f in frames], ignore_index=True)
-    X = feature_matrix(
-        both,
-        feature_columns=columns,
-        text_column=cfg.data.text_column,
-        exclude=exclude,
-    )
-    out, start = [], 0
-    for f in frames:
-        out.append(X[start : start + len(f)])
-        start += len(f)
-    return out
-
-
-def _batch_records(
-    cfg: CampaignConfig,
-    pool: pd.DataFrame,
-    rows: list[int],
-    scores: list[float],
-    model: Any,
-    X_rows: Any,
-) -> list[dict[str, Any]]:
-    """``tasks.score.batch_records`` line for line, tabular case (that module imports Prefect)."""
-    picked = pool.iloc[rows]
-    proba = model.predict_proba(X_rows)
-    classes = [str(c) for c in model.classes_]
-    guess = [(classes[int(p.argmax())], float(p.max())) for p in proba]
-    shown = [c for c in picked.columns if c not in {cfg.data.label_column, "item_id"}]
-    data = [{"record": rec} for rec in picked[shown].to_dict("records")]
-    return [
-        {
-            "item_id": item,
-            "data": d,
-            "prediction_label": g[0],
-            "prediction_score": g[1],
-            "query_score": s,
-        }
-        for item, d, g, s in zip(picked["item_id"], data, guess, scores, strict=True)
-    ]
-
-
 def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
     """One cycle's compute as plain function calls: no Prefect, no MLflow, no Store."""
     with _step("config"):
@@ -302,7 +257,7 @@ def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
         in_stop = pool["item_id"].isin(setup["stop_ids"]).to_numpy()
         unlabeled = ~pool["item_id"].isin(set(ledger["item_id"])).to_numpy()
     with _step("features"):
-        X_lab, X_hold, X_pool = _features(cfg, snapshot, holdout, pool)
+        X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, holdout, pool)
     y_lab = snapshot["label"].to_numpy()
     with _step("fit"):
         model = build_model(cfg.model.build(), kind=cfg.data.kind, scale=cfg.model.scale)
@@ -314,16 +269,7 @@ def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
     row = _row(k, len(snapshot), cfg, metrics, kappa)
     history = [*setup["history"], row]
     with _step("decide"):
-        records = [
-            CycleRecord(
-                cycle=int(h["cycle"]),
-                labels=int(h["labels"]),
-                cost=float(h["cost"]),
-                metric=float(h["metric"]),
-                predictions_kappa=h.get("kappa"),
-            )
-            for h in history
-        ]
+        records = history_records(history)
         decision = decide(
             records, cfg.rules(), pool_remaining=int(unlabeled.sum()), next_batch=cfg.batch_size
         ).to_dict()
@@ -349,7 +295,7 @@ def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
         )
     with _step("batch records"):
         pool_rows = [int(rows_idx[i]) for i in picked]
-        batch = _batch_records(
+        batch = batch_records(
             cfg, pool, pool_rows, [float(v) for v in scores], model, X_pool[pool_rows]
         )
     return {
@@ -372,10 +318,10 @@ def flows() -> dict[str, Any]:
     from prefect import flow, unmapped
 
     from flows._common import stop_set_ids
-    from tasks.data import features, load_pool, split_holdout
+    from tasks.data import load_pool, split_holdout
     from tasks.decide import stopping_decision
     from tasks.evaluate import log_cycle, log_decision
-    from tasks.score import batch_records, partitions, score_partition, select_batch
+    from tasks.score import partitions, score_partition, select_batch
     from tasks.state import campaign_store, checkpoint, read_state, save_checkpoint, write_state
     from tasks.train import evaluate, fit, labeled_snapshot
 
@@ -407,7 +353,7 @@ def flows() -> dict[str, Any]:
             }
             unlabeled = ~pool["item_id"].isin(dispatched).to_numpy()
         with _step("features"):
-            X_lab, X_hold, X_pool = features(cfg, snapshot, holdout, pool)
+            X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, holdout, pool)
         y_lab = snapshot["label"].to_numpy()
         with _step("fit"):
             model = fit(cfg, X_lab, y_lab)

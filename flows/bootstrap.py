@@ -9,8 +9,7 @@ from prefect import flow
 from pydantic import Field
 
 from flows._common import campaign_context, dispatch_and_wait, next_run_parameters
-from loopwise.pool import strategy_for
-from tasks.data import features
+from loopwise.pool import batch_records, model_inputs, strategy_for
 from tasks.state import checkpoint, save_checkpoint, write_state
 
 __all__ = ["bootstrap"]
@@ -33,14 +32,12 @@ def bootstrap(
     pool = data["pool"]
     selected = checkpoint(store, 0, "selected")
     if selected is None:
-        (X_pool,) = features(cfg, pool)
+        (X_pool,) = model_inputs(cfg, pool)
         n = min(cfg.cold_start_size or cfg.batch_size, len(pool))
         if cfg.budget.labels is not None:
             n = min(n, cfg.budget.labels)
         s = strategy_for(cfg.strategy.cold_start, {}, cfg.seed)
         picked, scores = s.query(None, X_pool, n, return_scores=True)
-        from tasks.score import batch_records
-
         batch = batch_records(cfg, pool, [int(i) for i in picked], [float(v) for v in np.asarray(scores)])
         selected = save_checkpoint(store, 0, "selected", {"strategy": cfg.strategy.cold_start, "batch": batch})
     state = write_state(store, state, stage="selected")

@@ -24,15 +24,14 @@ from flows._common import (
     stop_set_ids,
 )
 from loopwise import strategies
-from loopwise.pool import prediction_agreement
-from tasks.data import features
+from loopwise.pool import batch_records, model_inputs, prediction_agreement
 from tasks.decide import check_drift, stopping_decision
 from tasks.evaluate import log_cycle, log_decision
 from tasks.labelstudio import collect_annotations
 from tasks.qc import batch_progress, consensus_qc, request_more_annotations
 from tasks.report import publish_summary
 from tasks.schedule import schedule_next_run
-from tasks.score import batch_records, partitions, score_partition, select_batch
+from tasks.score import partitions, score_partition, select_batch
 from tasks.state import checkpoint, save_checkpoint, write_state
 from tasks.train import evaluate, fit, labeled_snapshot
 
@@ -146,7 +145,7 @@ def cycle(
     label_col = cfg.data.label_column
     stop_ids = stop_set_ids(store, pool, cfg)
     in_stop = pool["item_id"].isin(stop_ids).to_numpy()
-    X_lab, X_hold, X_pool = features(cfg, snapshot, holdout, pool)
+    X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, holdout, pool)
     model = fit(cfg, X_lab, snapshot["label"].to_numpy())
     if trained is None:
         metrics = evaluate(cfg, model, X_hold, holdout[label_col].astype(str).to_numpy())

@@ -28,16 +28,19 @@ from sklearn.preprocessing import StandardScaler
 
 from loopwise import strategies
 from loopwise._validation import take_rows
+from loopwise.config import CampaignConfig
 from loopwise.strategies._base import ScoreStrategy, score_pool
 from loopwise.strategies.uncertainty import margin_scores
 
 __all__ = [
     "PREFILTER_FACTOR",
     "assign_ids",
+    "batch_records",
     "build_model",
     "evaluate_model",
     "feature_matrix",
     "holdout_mask",
+    "model_inputs",
     "partition_bounds",
     "partition_scores",
     "prediction_agreement",
@@ -199,3 +202,61 @@ def select_from_candidates(
 def strategy_for(name: str, params: dict[str, Any], seed: int) -> Any:
     """The named strategy, seeded."""
     return strategies.get(name, random_state=seed, **params)
+
+
+def model_inputs(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:
+    """The model inputs of each frame, encoded together so that their columns line up."""
+    exclude = [c for c in (cfg.data.id_column, cfg.data.label_column, cfg.data.text_column) if c]
+    # Only columns every frame has: the snapshot's annotated ``label`` is never a feature.
+    shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
+    columns = cfg.data.feature_columns or [c for c in shared if c not in set(exclude) | {"item_id"}]
+    both = pd.concat([f[[*columns, *_text_of(f, cfg)]] for f in frames], ignore_index=True)
+    X = feature_matrix(
+        both,
+        feature_columns=columns,
+        text_column=cfg.data.text_column,
+        exclude=exclude,
+    )
+    out, start = [], 0
+    for f in frames:
+        out.append(X[start : start + len(f)])
+        start += len(f)
+    return out
+
+
+def _text_of(frame: pd.DataFrame, cfg: CampaignConfig) -> list[str]:
+    """The text column, where the frame has it (text campaigns read it)."""
+    text = cfg.data.text_column
+    return [text] if text and text in frame.columns else []
+
+
+def batch_records(
+    cfg: CampaignConfig,
+    pool: pd.DataFrame,
+    rows: list[int],
+    scores: list[float],
+    model: Any = None,
+    X_rows: Any = None,
+) -> list[dict[str, Any]]:
+    """The batch as Label Studio dispatch takes it: item id, data, model guess, query score."""
+    picked = pool.iloc[rows]
+    guess: list[tuple[str | None, float | None]] = [(None, None)] * len(rows)
+    if model is not None and len(rows):
+        proba = model.predict_proba(X_rows)
+        classes = [str(c) for c in model.classes_]
+        guess = [(classes[int(p.argmax())], float(p.max())) for p in proba]
+    if cfg.data.text_column:
+        data = [{"text": str(t)} for t in picked[cfg.data.text_column]]
+    else:
+        shown = [c for c in picked.columns if c not in {cfg.data.label_column, "item_id"}]
+        data = [{"record": rec} for rec in picked[shown].to_dict("records")]
+    return [
+        {
+            "item_id": item,
+            "data": d,
+            "prediction_label": g[0],
+            "prediction_score": g[1],
+            "query_score": s,
+        }
+        for item, d, g, s in zip(picked["item_id"], data, guess, scores, strict=True)
+    ]

@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 import numbers
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import pairwise
 from typing import Any
@@ -50,6 +50,7 @@ __all__ = [
     "decide",
     "fit_learning_curve",
     "hindsight_stop_point",
+    "history_records",
 ]
 
 #: The rules :func:`decide` checks, in this order; the first that fires wins.
@@ -115,6 +116,21 @@ class CycleRecord:
             raise ValueError(
                 f"CycleRecord.predictions_kappa must be None or in [-1, 1], got {kappa!r}"
             )
+
+
+def history_records(rows: Sequence[Mapping[str, Any]]) -> list[CycleRecord]:
+    """Campaign history rows (``cycle``, ``labels``, ``cost``, ``metric``, optional
+    ``kappa``; other keys ignored) as :class:`CycleRecord` objects."""
+    return [
+        CycleRecord(
+            cycle=int(h["cycle"]),
+            labels=int(h["labels"]),
+            cost=float(h["cost"]),
+            metric=float(h["metric"]),
+            predictions_kappa=h.get("kappa"),
+        )
+        for h in rows
+    ]
 
 
 class StoppingRules(BaseModel):

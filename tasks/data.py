@@ -10,10 +10,10 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
-from loopwise.pool import assign_ids, feature_matrix, holdout_mask
+from loopwise.pool import assign_ids, holdout_mask
 from tasks.storage import read_table
 
-__all__ = ["features", "load_pool", "split_holdout"]
+__all__ = ["load_pool", "split_holdout"]
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -57,28 +57,3 @@ def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
         "holdout_classes": int(np.unique(holdout[label].astype(str)).size),
     }
 
-
-def features(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:
-    """The model inputs of each frame, encoded together so that their columns line up."""
-    exclude = [c for c in (cfg.data.id_column, cfg.data.label_column, cfg.data.text_column) if c]
-    # Only columns every frame has: the snapshot's annotated ``label`` is never a feature.
-    shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
-    columns = cfg.data.feature_columns or [c for c in shared if c not in set(exclude) | {"item_id"}]
-    both = pd.concat([f[[*columns, *_text_of(f, cfg)]] for f in frames], ignore_index=True)
-    X = feature_matrix(
-        both,
-        feature_columns=columns,
-        text_column=cfg.data.text_column,
-        exclude=exclude,
-    )
-    out, start = [], 0
-    for f in frames:
-        out.append(X[start : start + len(f)])
-        start += len(f)
-    return out
-
-
-def _text_of(frame: pd.DataFrame, cfg: CampaignConfig) -> list[str]:
-    """The text column, where the frame has it (text campaigns read it)."""
-    text = cfg.data.text_column
-    return [text] if text and text in frame.columns else []

@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
 from loopwise.drift import drift_report
-from loopwise.stopping import CycleRecord, decide
+from loopwise.stopping import decide, history_records
 
 __all__ = ["check_drift", "stopping_decision"]
 
@@ -20,18 +20,8 @@ def stopping_decision(
     cfg: CampaignConfig, history: list[dict[str, Any]], pool_remaining: int
 ) -> dict[str, Any]:
     """Apply the campaign's stopping rules to its history; the decision with reason and numbers."""
-    records = [
-        CycleRecord(
-            cycle=int(h["cycle"]),
-            labels=int(h["labels"]),
-            cost=float(h["cost"]),
-            metric=float(h["metric"]),
-            predictions_kappa=h.get("kappa"),
-        )
-        for h in history
-    ]
     decision = decide(
-        records, cfg.rules(), pool_remaining=pool_remaining, next_batch=cfg.batch_size
+        history_records(history), cfg.rules(), pool_remaining=pool_remaining, next_batch=cfg.batch_size
     )
     return decision.to_dict()
 

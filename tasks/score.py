@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from loopwise.config import CampaignConfig
 from loopwise.pool import partition_bounds, partition_scores, select_from_candidates, strategy_for
 
-__all__ = ["batch_records", "score_partition", "select_batch"]
+__all__ = ["partitions", "score_partition", "select_batch"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -48,34 +46,3 @@ def select_batch(
     )
     return [int(r) for r in rows], [float(v) for v in scores]
 
-
-def batch_records(
-    cfg: CampaignConfig,
-    pool: pd.DataFrame,
-    rows: list[int],
-    scores: list[float],
-    model: Any = None,
-    X_rows: Any = None,
-) -> list[dict[str, Any]]:
-    """The batch as Label Studio dispatch takes it: item id, data, model guess, query score."""
-    picked = pool.iloc[rows]
-    guess: list[tuple[str | None, float | None]] = [(None, None)] * len(rows)
-    if model is not None and len(rows):
-        proba = model.predict_proba(X_rows)
-        classes = [str(c) for c in model.classes_]
-        guess = [(classes[int(p.argmax())], float(p.max())) for p in proba]
-    if cfg.data.text_column:
-        data = [{"text": str(t)} for t in picked[cfg.data.text_column]]
-    else:
-        shown = [c for c in picked.columns if c not in {cfg.data.label_column, "item_id"}]
-        data = [{"record": rec} for rec in picked[shown].to_dict("records")]
-    return [
-        {
-            "item_id": item,
-            "data": d,
-            "prediction_label": g[0],
-            "prediction_score": g[1],
-            "query_score": s,
-        }
-        for item, d, g, s in zip(picked["item_id"], data, guess, scores, strict=True)
-    ]

@@ -7,7 +7,8 @@ import pandas as pd
 import pytest
 
 from loopwise.config import CampaignConfig
-from tasks.data import features, split_holdout
+from loopwise.pool import model_inputs as features
+from tasks.data import split_holdout
 
 
 def _cfg(**data) -> CampaignConfig:
