@@ -358,10 +358,16 @@ def flows() -> dict[str, Any]:
         with _step("fit"):
             model = fit(cfg, X_lab, y_lab)
         with _step("evaluate + stop set"):
-            metrics = evaluate(cfg, model, X_hold, holdout[label].astype(str).to_numpy())
-            stop_pred = [str(p) for p in model.predict(X_pool[in_stop])]
-            previous = checkpoint(store, k - 1, "trained")
-            kappa = prediction_agreement(previous and previous.get("stop_predictions"), stop_pred)
+            previous = checkpoint(store, k - 1, "trained") or {}
+            metrics = evaluate(
+                cfg,
+                model,
+                X_hold,
+                holdout[label].astype(str).to_numpy(),
+                X_pool[in_stop],
+                previous.get("stop_predictions"),
+            )
+            stop_pred, kappa = metrics["stop_predictions"], metrics["kappa"]
         row = _row(k, int(snap["rows"]), cfg, metrics, kappa)
         history = [h for h in state["history"] if h["cycle"] < FIRST_CYCLE] + [row]
         with _step("MLflow log_cycle"):

@@ -24,7 +24,7 @@ from flows._common import (
     stop_set_ids,
 )
 from loopwise import strategies
-from loopwise.pool import batch_records, model_inputs, prediction_agreement
+from loopwise.pool import batch_records, model_inputs
 from tasks.decide import check_drift, stopping_decision
 from tasks.evaluate import log_cycle, log_decision
 from tasks.labelstudio import collect_annotations
@@ -142,16 +142,19 @@ def cycle(
     else:
         snap = trained["snapshot"]
     snapshot = store.read_parquet(snap["key"])
-    label_col = cfg.data.label_column
-    stop_ids = stop_set_ids(store, pool, cfg)
-    in_stop = pool["item_id"].isin(stop_ids).to_numpy()
     X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, holdout, pool)
     model = fit(cfg, X_lab, snapshot["label"].to_numpy())
     if trained is None:
-        metrics = evaluate(cfg, model, X_hold, holdout[label_col].astype(str).to_numpy())
-        stop_pred = [str(p) for p in model.predict(X_pool[in_stop])]
-        previous = checkpoint(store, k - 1, "trained")
-        kappa = prediction_agreement(previous and previous.get("stop_predictions"), stop_pred)
+        in_stop = pool["item_id"].isin(stop_set_ids(store, pool, cfg)).to_numpy()
+        previous = checkpoint(store, k - 1, "trained") or {}
+        metrics = evaluate(
+            cfg,
+            model,
+            X_hold,
+            holdout[cfg.data.label_column].astype(str).to_numpy(),
+            X_pool[in_stop],
+            previous.get("stop_predictions"),
+        )
         annotations = paid_annotations(ctx.root, project_id)
         row = {
             "cycle": k,
@@ -160,7 +163,7 @@ def cycle(
             "cost": round(annotations * cfg.budget.cost_per_annotation, 6),
             "metric": metrics["accuracy"],
             "macro_f1": metrics["macro_f1"],
-            "kappa": kappa,
+            "kappa": metrics["kappa"],
         }
         history = [h for h in state["history"] if h["cycle"] < k] + [row]
         logged = log_cycle(
@@ -170,8 +173,13 @@ def cycle(
             store,
             k,
             "trained",
-            {"snapshot": snap, "metrics": metrics, "row": row, "logged": logged,
-             "stop_predictions": stop_pred},
+            {
+                "snapshot": snap,
+                "metrics": {k_: v for k_, v in metrics.items() if k_ != "stop_predictions"},
+                "row": row,
+                "logged": logged,
+                "stop_predictions": metrics["stop_predictions"],
+            },
         )
     history = [h for h in state["history"] if h["cycle"] < k] + [trained["row"]]
     state = write_state(store, state, stage="trained", history=history)

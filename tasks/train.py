@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
-from loopwise.pool import build_model, evaluate_model
+from loopwise.pool import build_model, evaluate_model, prediction_agreement
 from tasks.storage import Store
 
 __all__ = ["evaluate", "fit", "labeled_snapshot"]
@@ -38,6 +38,20 @@ def fit(cfg: CampaignConfig, X: Any, y: np.ndarray) -> Any:
 
 
 @task(cache_policy=NO_CACHE)
-def evaluate(cfg: CampaignConfig, model: Any, X: Any, y: np.ndarray) -> dict[str, Any]:
-    """Holdout metrics of the model: accuracy, macro-F1, per-class F1, confusion matrix."""
-    return evaluate_model(model, X, y, cfg.labels)
+def evaluate(
+    cfg: CampaignConfig,
+    model: Any,
+    X: Any,
+    y: np.ndarray,
+    X_stop: Any,
+    previous_stop_predictions: list[str] | None,
+) -> dict[str, Any]:
+    """Holdout metrics (accuracy, macro-F1, per-class F1, confusion matrix), the predictions
+    on the stop set and their agreement (kappa) with the previous model's."""
+    metrics = evaluate_model(model, X, y, cfg.labels)
+    stop = [str(p) for p in model.predict(X_stop)]
+    return {
+        **metrics,
+        "stop_predictions": stop,
+        "kappa": prediction_agreement(previous_stop_predictions, stop),
+    }
