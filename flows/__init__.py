@@ -1,5 +1,6 @@
-"""Prefect flows that only orchestrate tasks (the cycle, bootstrap, stream, simulation).
+"""Prefect flows that only orchestrate tasks.
 
-The cycle flow arrives with its own issue; the pure algorithms it will call are in
-``loopwise/`` and usable now.
+- :mod:`flows.cycle` — one step of a campaign: collect, consensus, retrain,
+  evaluate, decide, score, select, dispatch, and the next scheduled run;
+- :mod:`flows.bootstrap` — the cold start, when nothing is labeled yet.
 """
