@@ -60,8 +60,17 @@ def margin_scores(proba: npt.ArrayLike) -> np.ndarray:
         return np.zeros(proba.shape[0], dtype=proba.dtype)
     if n_classes == 2:
         return 1.0 - np.abs(proba[:, 0] - proba[:, 1])
-    top2 = np.partition(proba, n_classes - 2, axis=1)[:, -2:]
-    return 1.0 - (top2[:, 1] - top2[:, 0])
+    # A running top-2 over the class columns (contiguous after one transpose):
+    # half the time of a per-row np.partition for the usual handful of classes.
+    cols = np.ascontiguousarray(proba.T)
+    first = np.maximum(cols[0], cols[1])
+    second = np.minimum(cols[0], cols[1])
+    tmp = np.empty_like(first)
+    for col in cols[2:]:
+        np.minimum(first, col, out=tmp)
+        np.maximum(second, tmp, out=second)
+        np.maximum(first, col, out=first)
+    return 1.0 - (first - second)
 
 
 def entropy_scores(proba: npt.ArrayLike) -> np.ndarray:

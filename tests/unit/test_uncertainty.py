@@ -85,3 +85,14 @@ def test_chunked_scoring_equals_one_shot(monkeypatch):
     monkeypatch.setattr(_base.score_pool, "__defaults__", (333,))
     chunked = strategies.get("entropy", random_state=0).query(fixed(table), id_pool(5000), 50)
     np.testing.assert_array_equal(one, chunked)
+
+
+@pytest.mark.parametrize("n_classes", [3, 4, 10, 26, 57])
+def test_margin_matches_the_sorted_reference_on_random_probabilities(n_classes):
+    rng = np.random.default_rng(n_classes)
+    p = rng.random((500, n_classes))
+    p[::7, 1] = p[::7, 0]  # exact ties at the top for some rows
+    p /= p.sum(axis=1, keepdims=True)
+    top = np.sort(p, axis=1)
+    np.testing.assert_allclose(margin_scores(p), 1 - (top[:, -1] - top[:, -2]))
+    np.testing.assert_allclose(margin_scores(np.asfortranarray(p)), margin_scores(p))
