@@ -87,12 +87,12 @@ from loopwise.pool import (  # noqa: E402
     batch_records,
     build_model,
     evaluate_model,
-    holdout_mask,
     model_inputs,
     partition_bounds,
     partition_scores,
     prediction_agreement,
     select_from_candidates,
+    split_by_hash,
     strategy_for,
 )
 from loopwise.stopping import decide, history_records  # noqa: E402
@@ -173,8 +173,9 @@ def make_campaign(tmp: Path, rows: int, labeled: int, seed: int = 0) -> dict[str
 
     # The pool as the campaign sees it, to choose the labeled rows and the stop set.
     full = assign_ids(df, None)
-    mask = holdout_mask(full["item_id"].tolist(), cfg.data.holdout.fraction, cfg.data.holdout.seed)
-    pool = full[~mask].reset_index(drop=True)
+    pool, holdout = split_by_hash(
+        full, cfg.data.label_column, cfg.labels, cfg.data.holdout.fraction, cfg.data.holdout.seed
+    )
     rng = np.random.RandomState(seed)
     lab_rows = np.sort(rng.choice(len(pool), labeled, replace=False))
     ledger = [
@@ -211,7 +212,7 @@ def make_campaign(tmp: Path, rows: int, labeled: int, seed: int = 0) -> dict[str
         "prev_pred": prev_pred,
         "history": history,
         "pool_rows": len(pool),
-        "holdout_rows": int(mask.sum()),
+        "holdout_rows": len(holdout),
     }
 
 
@@ -238,14 +239,9 @@ def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
     with _step("load + split"):
         df = pd.read_parquet(cfg.data.source, engine="pyarrow")
         df = assign_ids(df.reset_index(drop=True), cfg.data.id_column)
-        known = df[label].notna().to_numpy()
-        mask = holdout_mask(
-            df["item_id"].tolist(), cfg.data.holdout.fraction, cfg.data.holdout.seed
+        pool, holdout = split_by_hash(
+            df, label, cfg.labels, cfg.data.holdout.fraction, cfg.data.holdout.seed
         )
-        mask &= known
-        holdout, pool = df[mask], df[~mask]
-        holdout = holdout[holdout[label].astype(str).isin(set(cfg.labels))]
-        pool, holdout = pool.reset_index(drop=True), holdout.reset_index(drop=True)
     with _step("labeled rows"):
         ledger = pd.DataFrame(setup["ledger"], columns=["item_id", "label"]).drop_duplicates(
             "item_id"

@@ -62,11 +62,11 @@ from loopwise.pool import (  # noqa: E402
     build_model,
     evaluate_model,
     feature_matrix,
-    holdout_mask,
     partition_bounds,
     partition_scores,
     prediction_agreement,
     select_from_candidates,
+    split_by_hash,
     strategy_for,
 )
 from loopwise.stopping import CycleRecord, StoppingRules, decide, hindsight_stop_point  # noqa: E402
@@ -89,9 +89,7 @@ def load_data(cfg: CampaignConfig) -> dict[str, Any]:
     df = assign_ids(df.reset_index(drop=True), cfg.data.id_column)
     label = cfg.data.label_column
     h = cfg.data.holdout
-    mask = holdout_mask(df["item_id"].tolist(), h.fraction, h.seed) & df[label].notna().to_numpy()
-    holdout, pool = df[mask].reset_index(drop=True), df[~mask].reset_index(drop=True)
-    holdout = holdout[holdout[label].astype(str).isin(set(cfg.labels))].reset_index(drop=True)
+    pool, holdout = split_by_hash(df, label, cfg.labels, h.fraction, h.seed)
     exclude = [c for c in (cfg.data.id_column, label, cfg.data.text_column) if c]
     X = feature_matrix(
         pd.concat([pool, holdout], ignore_index=True),

@@ -45,6 +45,7 @@ __all__ = [
     "partition_scores",
     "prediction_agreement",
     "select_from_candidates",
+    "split_by_hash",
 ]
 
 #: Strategies that are not a per-row score see the union of the partitions' most
@@ -85,6 +86,16 @@ def holdout_mask(item_ids: Sequence[str], fraction: float, seed: int = 0) -> np.
         digest = hashlib.blake2b(f"{seed}:{item}".encode(), digest_size=4).digest()
         out[i] = int.from_bytes(digest, "big") < cut
     return out
+
+
+def split_by_hash(
+    df: pd.DataFrame, label_column: str, labels: Sequence[str], fraction: float, seed: int = 0
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(pool, holdout): the holdout is the rows whose known label is in ``labels`` and
+    whose id hashes below ``fraction``; every other row is in the pool (none is lost)."""
+    known = df[label_column].astype("string").isin(list(labels)).fillna(False).to_numpy(bool)
+    mask = holdout_mask(df["item_id"].tolist(), fraction, seed) & known
+    return df[~mask].reset_index(drop=True), df[mask].reset_index(drop=True)
 
 
 def feature_matrix(

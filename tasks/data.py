@@ -10,7 +10,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
-from loopwise.pool import assign_ids, holdout_mask
+from loopwise.pool import assign_ids, split_by_hash
 from tasks.storage import read_table
 
 __all__ = ["load_pool", "split_holdout"]
@@ -41,10 +41,7 @@ def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
                 "the holdout needs known labels: set data.label_column to a column of "
                 f"{cfg.data.source} or data.holdout.source to a labeled file"
             )
-        # Only rows whose known label is in the label set can measure a model.
-        known = df[label].astype("string").isin(cfg.labels).fillna(False).to_numpy(bool)
-        mask = holdout_mask(df["item_id"].tolist(), h.fraction, h.seed) & known
-        holdout, pool = df[mask], df[~mask]
+        pool, holdout = split_by_hash(df, label, cfg.labels, h.fraction, h.seed)
     label = cfg.data.label_column
     if label is None or label not in holdout.columns:
         raise ValueError(f"holdout file {h.source} has no label column {label!r}")

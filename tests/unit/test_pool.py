@@ -360,3 +360,17 @@ def test_candidate_order_does_not_change_the_selection(problem):
     b = select_from_candidates(clf, X_pool, cands[::-1].copy(), 8, strategy_for("margin", {}, 0))[0]
     np.testing.assert_array_equal(a, b)
     assert np.isin(a, cands).all()
+
+
+def test_split_by_hash_loses_no_row_and_holds_out_only_known_labels():
+    from loopwise.pool import split_by_hash
+
+    df = assign_ids(
+        pd.DataFrame({"y": ["a", "b", None, "zz"] * 250, "x": range(1000)}), None
+    )
+    pool, holdout = split_by_hash(df, "y", ["a", "b"], 0.3, seed=1)
+    assert len(pool) + len(holdout) == len(df)
+    assert set(holdout["y"]) <= {"a", "b"}
+    assert 0.2 < len(holdout) / 500 < 0.4
+    again, _ = split_by_hash(df.sample(frac=1, random_state=0), "y", ["a", "b"], 0.3, seed=1)
+    assert set(again["item_id"]) == set(pool["item_id"])
