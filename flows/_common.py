@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 
 from loopwise.config import CampaignConfig, ConfigError, load_campaign
-from tasks.data import load_pool, split_holdout
+from tasks.data import load_pool, quarantine_broken_lines, split_holdout
 from tasks.labelstudio import ensure_project, read_annotations
 from tasks.report import publish_batch, publish_summary
 from tasks.schedule import schedule_next_run
@@ -42,7 +42,7 @@ class CampaignContext:
     def load_data(self) -> dict[str, Any]:
         """Pool and holdout, after validation (bad rows quarantined)."""
         df = load_pool(self.cfg)
-        quarantined = 0
+        quarantined = quarantine_broken_lines(self.store, self.cfg.data.source, df, self.state["cycle"])
         if self.cfg.data.validation_suite:
             from tasks.validate import validate_pool
 
@@ -56,7 +56,7 @@ class CampaignContext:
                 min_valid_fraction=self.cfg.data.min_valid_fraction,
                 cycle=self.state["cycle"],
             )
-            quarantined = before - len(df)
+            quarantined += before - len(df)
         out = split_holdout(self.cfg, df)
         out["quarantined"] = quarantined
         return out

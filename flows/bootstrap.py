@@ -9,7 +9,7 @@ from prefect import flow
 from pydantic import Field
 
 from flows._common import campaign_context, dispatch_and_wait, next_run_parameters
-from loopwise.pool import batch_records, model_inputs, strategy_for
+from loopwise.pool import batch_records, control_count, draw_control, model_inputs, strategy_for
 from tasks.state import checkpoint, save_checkpoint, write_state
 
 __all__ = ["bootstrap"]
@@ -36,9 +36,19 @@ def bootstrap(
         n = min(cfg.cold_start_size or cfg.batch_size, len(pool))
         if cfg.budget.labels is not None:
             n = min(n, cfg.budget.labels)
+        n_control = control_count(n, cfg.control_fraction)
         s = strategy_for(cfg.strategy.cold_start, {}, cfg.seed)
-        picked, scores = s.query(None, X_pool, n, return_scores=True)
-        batch = batch_records(cfg, pool, [int(i) for i in picked], [float(v) for v in np.asarray(scores)])
+        picked, scores = s.query(None, X_pool, n - n_control, return_scores=True)
+        picked = [int(i) for i in picked]
+        # The control share: drawn at random from what the cold-start strategy did not pick.
+        control = draw_control(len(pool), picked, n_control, cfg.seed)
+        batch = batch_records(
+            cfg,
+            pool,
+            [*picked, *control],
+            [*(float(v) for v in np.asarray(scores)), *[None] * len(control)],
+            control=[False] * len(picked) + [True] * len(control),
+        )
         selected = save_checkpoint(store, 0, "selected", {"strategy": cfg.strategy.cold_start, "batch": batch})
     state = write_state(store, state, stage="selected")
     summary = {"labels": 0, "quarantined": data["quarantined"]}

@@ -24,7 +24,7 @@ from flows._common import (
     stop_set_ids,
 )
 from loopwise import strategies
-from loopwise.pool import batch_records, model_inputs
+from loopwise.pool import batch_records, control_count, draw_control, model_inputs
 from tasks.decide import check_drift, stopping_decision
 from tasks.evaluate import log_cycle, log_decision
 from tasks.labelstudio import collect_annotations
@@ -35,7 +35,7 @@ from tasks.score import partitions, score_partition, select_batch
 from tasks.state import checkpoint, save_checkpoint, write_state
 from tasks.train import evaluate, fit, labeled_snapshot
 
-__all__ = ["cycle"]
+__all__ = ["cycle", "score_pool"]
 
 StrategyName = Literal[tuple(strategies.names())]  # type: ignore[valid-type]
 BatchSize = Annotated[int, Field(gt=0, le=10_000)]
@@ -77,6 +77,8 @@ def cycle(
     data = ctx.load_data()
     pool, holdout = data["pool"], data["holdout"]
     project_id = ctx.project()
+    if state.get("project_id") != project_id:
+        state = write_state(store, state, project_id=project_id)
     collected = collect_annotations(
         cfg.labelstudio.url, ctx.token, project_id, cfg.labels, store_root=ctx.root
     )
@@ -218,6 +220,9 @@ def cycle(
     if decision["stop"]:
         state = write_state(store, state, stage="stopped", stopped=True)
         publish_summary(cfg, {**summary, "status": "campaign stopped", "next_run": "none"})
+        from flows.report import report
+
+        report(campaign=campaign)
         return {"status": "stopped", "decision": decision, "cycle": k}
 
     # Score the pool partition by partition, select the batch, dispatch it.
@@ -232,26 +237,60 @@ def cycle(
             log.warning("pool drifted (max PSI %.3f): this batch uses %s", drift["max_psi"],
                         cfg.strategy.drift_fallback)
             name, params_ = cfg.strategy.drift_fallback, {}
-        n = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
-        parts = partitions(X_cand, cfg.score_partitions)
-        futures = score_partition.map(
-            unmapped(model),
-            [p for p, _ in parts],
-            [o for _, o in parts],
-            unmapped(n),
-            unmapped(name),
-            unmapped(params_),
-            unmapped(cfg.seed + k),
-        )
-        scored = [f.result() for f in futures]
+        n_total = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
+        n_control = control_count(n_total, cfg.control_fraction)
+        n = n_total - n_control
+        if cfg.dask_address:
+            from prefect_dask import DaskTaskRunner
+
+            on_dask = score_pool.with_options(
+                task_runner=DaskTaskRunner(address=cfg.dask_address)
+            )
+            scored = on_dask(model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions)
+        else:
+            scored = score_pool.fn(
+                model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions
+            )
         picked, scores = select_batch(
             model, X_cand, scored, n, name, params_, cfg.seed + k, X_lab, snapshot["label"].to_numpy()
         )
-        pool_rows = [int(rows_idx[i]) for i in picked]
-        batch = batch_records(cfg, pool, pool_rows, scores, model, X_pool[pool_rows])
+        # The control share: drawn at random from what the strategy did not pick.
+        control = draw_control(len(rows_idx), picked, n_control, cfg.seed + k)
+        pool_rows = [int(rows_idx[i]) for i in [*picked, *control]]
+        batch = batch_records(
+            cfg,
+            pool,
+            pool_rows,
+            [*scores, *[None] * len(control)],
+            model,
+            X_pool[pool_rows],
+            control=[False] * len(picked) + [True] * len(control),
+        )
         selected = save_checkpoint(store, k, "selected", {"strategy": name, "batch": batch})
     state = write_state(store, state, stage="selected")
     return dispatch_and_wait(ctx, state, k, selected, logged["model_version"], params, summary)
+
+
+@flow(name="score-pool")
+def score_pool(
+    model: Any, X: Any, n: int, strategy: str, params: dict, seed: int, n_partitions: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Each pool partition's best candidates, scored in parallel by the task runner.
+
+    The cycle calls it inline (its own thread runner), or as a subflow on a Dask cluster
+    when the campaign sets ``dask_address``.
+    """
+    parts = partitions(X, n_partitions)
+    futures = score_partition.map(
+        unmapped(model),
+        [p for p, _ in parts],
+        [o for _, o in parts],
+        unmapped(n),
+        unmapped(strategy),
+        unmapped(params),
+        unmapped(seed),
+    )
+    return [f.result() for f in futures]
 
 
 def _rules(cfg: Any) -> dict[str, Any]:

@@ -248,7 +248,19 @@ class CampaignConfig(_Strict):
         1000, gt=0, description="fixed pool sample on which consecutive models are compared"
     )
     drift_psi_threshold: float = Field(0.25, gt=0, description="PSI above which a batch leans on diversity")
+    control_fraction: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="share of every batch drawn at random: an unbiased accuracy estimate on "
+        "the pool and the counterfactual of random labeling",
+    )
     score_partitions: int = Field(4, ge=1, le=1024)
+    dask_address: str | None = Field(
+        None,
+        description="a Dask scheduler (tcp://host:8786): score the partitions on that cluster "
+        "instead of local threads",
+    )
     labelstudio: LabelStudioConfig = LabelStudioConfig()
     storage_root: str = ".loopwise/store"
     mlflow: MlflowConfig = MlflowConfig()

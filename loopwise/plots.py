@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
-__all__ = ["campaign_curve_figure", "confusion_figure", "plot_learning_curves"]
+__all__ = ["campaign_curve_figure", "confusion_figure", "plot_learning_curves", "report_figures"]
 
 
 def plot_learning_curves(
@@ -92,3 +93,52 @@ def confusion_figure(confusion: list[list[int]], labels: list[str]):
                 ax.text(j, i, str(v), ha="center", va="center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def report_figures(report: dict) -> dict[str, bytes]:
+    """The report's two figures as PNG bytes: accuracy against labels and against money.
+
+    Each shows the campaign's holdout accuracy, the control estimate (95 % interval) and
+    the random-labeling counterfactual: models trained on the control labels alone, with
+    the inverse power law fitted to them.
+    """
+    import io
+
+    plt = _pyplot()
+    hist = report.get("history") or []
+    est = {e["cycle"]: e for e in report.get("control_estimates") or []}
+    rand = report.get("random_curve") or []
+    fit = (report.get("random_needed") or {}).get("fit")
+    per_label = report.get("cost_per_label") or 0.0
+    out = {}
+    for name, money in (("accuracy_vs_labels", False), ("accuracy_vs_money", True)):
+        fig, ax = plt.subplots(figsize=(8, 4.2), dpi=100)
+        scale = per_label if money else 1.0
+        x = [h["cost"] if money else h["labels"] for h in hist]
+        ax.plot(x, [h["metric"] for h in hist], "o-", color="tab:blue", label="campaign (holdout)")
+        pts = [(h, est[h["cycle"]]) for h in hist if h["cycle"] in est]
+        if pts:
+            xs = [h["cost"] if money else h["labels"] for h, _ in pts]
+            ys = [e["accuracy"] for _, e in pts]
+            err = [[e["accuracy"] - e["ci_low"] for _, e in pts], [e["ci_high"] - e["accuracy"] for _, e in pts]]
+            ax.errorbar(xs, ys, yerr=err, fmt="s", color="tab:orange", alpha=0.7, capsize=3,
+                        label="control estimate (pool, 95 %)")
+        if rand:
+            ax.plot([p["labels"] * scale for p in rand], [p["accuracy"] for p in rand], "^",
+                    color="tab:gray", label="random labeling (control labels only)")
+        if fit and x:
+            n = np.linspace(max(1.0, min(p["labels"] for p in rand)), max(max(x) / max(scale, 1e-12), 1.0) * 1.3, 200)
+            y = fit["a"] - fit["b"] * n ** (-fit["c"])
+            ax.plot(n * scale, y, "--", color="tab:gray", label="random labeling, fitted")
+        ax.set_xlabel("money spent" if money else "labels accepted")
+        ax.set_ylabel("accuracy")
+        ax.set_ylim(0, 1)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8, loc="lower right")
+        ax.set_title("accuracy against money" if money else "accuracy against labels")
+        fig.tight_layout()
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png")
+        plt.close(fig)
+        out[name] = buf.getvalue()
+    return out

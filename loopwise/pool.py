@@ -37,6 +37,8 @@ __all__ = [
     "assign_ids",
     "batch_records",
     "build_model",
+    "control_count",
+    "draw_control",
     "evaluate_model",
     "feature_matrix",
     "holdout_mask",
@@ -53,14 +55,20 @@ __all__ = [
 PREFILTER_FACTOR = 50
 
 
-def assign_ids(df: pd.DataFrame, id_column: str | None) -> pd.DataFrame:
+def assign_ids(
+    df: pd.DataFrame, id_column: str | None, row_numbers: Sequence[int] | None = None
+) -> pd.DataFrame:
     """A copy of ``df`` with a string ``item_id`` column, unique, from ``id_column`` or the row number.
+
+    ``row_numbers`` (0-based, one per row) replaces the position when rows are missing,
+    e.g. the broken lines of a CSV, so that no other row's id shifts.
 
     Raises ``ValueError`` naming the rows when ids are missing or repeated.
     """
     out = df.copy()
     if id_column is None:
-        out["item_id"] = [f"r{i:07d}" for i in range(len(out))]
+        numbers = range(len(out)) if row_numbers is None else row_numbers
+        out["item_id"] = [f"r{int(i):07d}" for i in numbers]
         return out
     if id_column not in out.columns:
         raise ValueError(f"id column {id_column!r} not in the data; columns: {list(out.columns)}")
@@ -248,8 +256,12 @@ def batch_records(
     scores: list[float],
     model: Any = None,
     X_rows: Any = None,
+    control: Sequence[bool] | None = None,
 ) -> list[dict[str, Any]]:
-    """The batch as Label Studio dispatch takes it: item id, data, model guess, query score."""
+    """The batch as Label Studio dispatch takes it: item id, data, model guess, query score.
+
+    ``control`` marks the rows drawn at random (the control share); annotators never see it.
+    """
     picked = pool.iloc[rows]
     guess: list[tuple[str | None, float | None]] = [(None, None)] * len(rows)
     if model is not None and len(rows):
@@ -268,6 +280,31 @@ def batch_records(
             "prediction_label": g[0],
             "prediction_score": g[1],
             "query_score": s,
+            "control": c,
         }
-        for item, d, g, s in zip(picked["item_id"], data, guess, scores, strict=True)
+        for item, d, g, s, c in zip(
+            picked["item_id"],
+            data,
+            guess,
+            scores,
+            [False] * len(rows) if control is None else [bool(c) for c in control],
+            strict=True,
+        )
     ]
+
+
+def control_count(n: int, fraction: float) -> int:
+    """How many of a batch of ``n`` are drawn at random: at least one when the share is set."""
+    if fraction <= 0 or n < 2:
+        return 0
+    return min(n - 1, max(1, round(n * fraction)))
+
+
+def draw_control(n_rows: int, exclude: Sequence[int], k: int, seed: int) -> list[int]:
+    """``k`` rows drawn uniformly from ``range(n_rows)`` minus ``exclude`` (reproducible)."""
+    free = np.setdiff1d(np.arange(n_rows), np.asarray(list(exclude), dtype=int))
+    k = min(k, free.size)
+    if k <= 0:
+        return []
+    rng = np.random.default_rng([seed, 0xC0])
+    return sorted(int(i) for i in rng.choice(free, size=k, replace=False))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -11,9 +12,9 @@ from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
 from loopwise.pool import assign_ids, split_by_hash
-from tasks.storage import read_table
+from tasks.storage import Store, quarantine_key, read_table
 
-__all__ = ["load_pool", "split_holdout"]
+__all__ = ["load_pool", "quarantine_broken_lines", "split_holdout"]
 
 
 @task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
@@ -21,9 +22,15 @@ def load_pool(cfg: CampaignConfig) -> pd.DataFrame:
     """Read the campaign's data source and give every row its item id."""
     fmt = None if cfg.data.format == "auto" else cfg.data.format
     df = read_table(cfg.data.source, format=fmt)
+    bad = df.attrs.get("bad_lines") or []
     if cfg.data.max_rows is not None:
         df = df.iloc[: cfg.data.max_rows]
-    return assign_ids(df.reset_index(drop=True), cfg.data.id_column)
+        bad = [b for b in bad if b["row"] <= cfg.data.max_rows + len(bad)]
+    # Ids from the row numbers in the file, so a broken line shifts no other row's id.
+    numbers = list(df.index) if bad else None
+    out = assign_ids(df, cfg.data.id_column, numbers).reset_index(drop=True)
+    out.attrs["bad_lines"] = bad
+    return out
 
 
 @task(cache_policy=NO_CACHE)
@@ -54,3 +61,25 @@ def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
         "holdout_classes": int(np.unique(holdout[label].astype(str)).size),
     }
 
+
+
+def quarantine_broken_lines(store: Store, source: str, df: pd.DataFrame, cycle: int | None) -> int:
+    """Record the source's unreadable lines (``df.attrs["bad_lines"]``) in its quarantine, once."""
+    seen = None
+    keep = []
+    for b in df.attrs.get("bad_lines") or []:
+        reason = f"line {b['line']}: {b['fields']} fields where the header has {b['expected']}"
+        if seen is None:
+            seen = {(r.get("row"), r.get("reason")) for r in store.read_jsonl(quarantine_key(source))}
+        if (b["row"] - 1, reason) not in seen:
+            keep.append((b["row"] - 1, b["line"], b["text"], reason))
+    if not keep:
+        return 0
+    frame = pd.DataFrame(
+        {"line": [k[1] for k in keep], "text": [k[2] for k in keep]}, index=[k[0] for k in keep]
+    )
+    reasons = [k[3] for k in keep]
+    logging.getLogger("loopwise.data").warning(
+        "%s: %d broken line(s) quarantined: %s", source, len(keep), "; ".join(reasons[:5])
+    )
+    return store.quarantine(source, frame, reasons, cycle=cycle)

@@ -1,15 +1,29 @@
-"""What users see in Prefect: a markdown summary per run and a table of the dispatched batch."""
+"""What users see: a markdown summary per run and a table of the dispatched batch in Prefect,
+and the campaign report (one self-contained HTML page, also logged to MLflow)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
 from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 
+from loopwise import report as lw_report
 from loopwise.config import CampaignConfig
+from loopwise.plots import report_figures
+from tasks.state import checkpoint, read_state
+from tasks.storage import Store
 
-__all__ = ["publish_batch", "publish_summary", "summary_markdown"]
+__all__ = [
+    "campaign_records",
+    "publish_batch",
+    "publish_summary",
+    "report_markdown",
+    "summary_markdown",
+    "write_report",
+]
 
 
 def _key(cfg: CampaignConfig, what: str) -> str:
@@ -78,3 +92,111 @@ def publish_batch(cfg: CampaignConfig, cycle: int, batch: list[dict[str, Any]]) 
     create_table_artifact(
         rows, key=_key(cfg, "batch"), description=f"cycle {cycle}: batch sent to Label Studio"
     )
+
+
+def _project_id(store: Store, state: dict[str, Any]) -> int | None:
+    if state.get("project_id") is not None:
+        return int(state["project_id"])
+    ids = [int(k.split("/")[-1].split(".")[0]) for k in store.list("dispatch") if k.endswith(".jsonl")]
+    return max(ids) if ids else None
+
+
+def campaign_records(store: Store) -> dict[str, Any]:
+    """Everything the report is computed from, read from the campaign's store."""
+    from tasks.labelstudio import read_annotations
+
+    state = read_state(store)
+    pid = _project_id(store, state)
+    last = max(state["cycle"], 0)
+    batches, decisions = {}, {}
+    for k in range(last + 1):
+        sel = checkpoint(store, k, "selected")
+        if sel is not None:
+            batches[k] = sel["batch"]
+        dec = checkpoint(store, k, "decided")
+        if dec is not None:
+            decisions[k] = dec
+    trained = checkpoint(store, last, "trained") or {}
+    quality = store.read_json(f"quality/{pid}.json", {}) if pid is not None else {}
+    return {
+        "state": state,
+        "project_id": pid,
+        "history": state.get("history") or [],
+        "batches": batches,
+        "decisions": decisions,
+        "labels": store.read_jsonl(f"labels/{pid}.jsonl") if pid is not None else [],
+        "annotations": read_annotations(store.root, pid) if pid is not None else [],
+        "quality": (quality or {}).get("annotator_accuracy") or {},
+        "run_id": (trained.get("logged") or {}).get("run_id"),
+        "run_url": (trained.get("logged") or {}).get("run_url"),
+    }
+
+
+def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
+    """The report's headline numbers, for the Prefect artifact."""
+    ce = r.get("control_estimate")
+    metric = "—" if r["metric"] is None else f"{r['metric']:.4f}"
+    control = "—" if not ce else f"{ce['accuracy']:.4f} ({ce['ci_low']:.3f}–{ce['ci_high']:.3f}, n={ce['n']})"
+    saved = (
+        "—"
+        if r.get("saved_labels") is None
+        else f"{r['saved_labels']:,.0f} labels ≈ {r['saved_money']:,.2f}"
+    )
+    lines = [
+        f"# Loopwise report — `{cfg.name}`",
+        "",
+        "| | |",
+        "|---|---|",
+        f"| cycles | {r['cycles']} |",
+        f"| labels accepted | {r['labels']:,} |",
+        f"| paid annotations | {r['annotations']:,} |",
+        f"| money spent | {r['spent']:,.2f} |",
+        f"| holdout accuracy | {metric} |",
+        f"| control estimate on the pool | {control} |",
+        f"| saved against random labeling | {saved} |",
+    ]
+    if r.get("decisions"):
+        d = r["decisions"][-1]
+        lines += ["", f"**Last decision** (cycle {d['cycle']}): {'stop' if d['stop'] else 'go on'} — {d['reason']}"]
+    lines += ["", f"The whole report (figures, annotators, drift): `{where}`"]
+    return "\n".join(lines)
+
+
+@task(cache_policy=NO_CACHE)
+def write_report(
+    cfg: CampaignConfig, store: Store, pool: pd.DataFrame, holdout: pd.DataFrame
+) -> dict[str, Any]:
+    """Build the campaign report; write it to the store, log it to MLflow and to Prefect."""
+    rec = campaign_records(store)
+    cycles = [h["cycle"] for h in rec["history"]]
+    points = lw_report.random_curve(cfg, pool, holdout, rec["batches"], rec["labels"], cycles)
+    r = lw_report.build_report(
+        cfg,
+        history=rec["history"],
+        batches=rec["batches"],
+        labels=rec["labels"],
+        annotations=rec["annotations"],
+        decisions=rec["decisions"],
+        random_points=points,
+        quality=rec["quality"],
+        stopped=bool(rec["state"].get("stopped")),
+    )
+    links = {}
+    if rec["run_url"]:
+        links["MLflow (last cycle)"] = rec["run_url"]
+    if rec["project_id"] is not None:
+        links["Label Studio project"] = f"{cfg.labelstudio.url}/projects/{rec['project_id']}"
+    page = lw_report.render_html(r, report_figures(r), links)
+    store.write_bytes("reports/report.html", page.encode())
+    store.write_json("reports/report.json", r)
+    where = store.uri("reports/report.html")
+    if rec["run_id"]:
+        from tasks.evaluate import _client
+
+        _, client = _client(cfg)
+        client.log_text(rec["run_id"], page, "report/report.html")
+        client.set_tag(rec["run_id"], "loopwise.report", "report/report.html")
+    create_markdown_artifact(
+        report_markdown(cfg, r, where), key=_key(cfg, "report"), description="Loopwise campaign report"
+    )
+    return {"uri": where, "report": r}

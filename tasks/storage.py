@@ -718,13 +718,60 @@ def read_table(source: str | os.PathLike[str], format: str | None = None) -> pd.
         if not Path(src).is_file():
             raise FileNotFoundError(f"{src}: no such file")
         handle = src
+    sep = "\t" if base.endswith(".tsv") else ","
     try:
         if kind == "Parquet":
             return pd.read_parquet(handle, engine="pyarrow")
-        return pd.read_csv(
+        return pd.read_csv(handle, sep=sep, compression="gzip" if gz else None)
+    except pd.errors.ParserError as err:
+        if isinstance(handle, io.BytesIO):
+            handle.seek(0)
+        bad = _broken_csv_lines(handle, sep, gz)
+        if not bad:
+            raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
+        if isinstance(handle, io.BytesIO):
+            handle.seek(0)
+        df = pd.read_csv(
             handle,
-            sep="\t" if base.endswith(".tsv") else ",",
+            sep=sep,
             compression="gzip" if gz else None,
+            skiprows=[b["line"] - 1 for b in bad],
         )
+        # Rows keep their place: the index is the data row (0-based) the row had in the file.
+        gone = {b["row"] - 1 for b in bad}
+        df.index = [i for i in range(len(df) + len(gone)) if i not in gone][: len(df)]
+        df.attrs["bad_lines"] = bad
+        return df
     except Exception as err:
         raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
+
+
+def _broken_csv_lines(handle: Any, sep: str, gz: bool) -> list[dict[str, Any]]:
+    """Lines of a CSV with more fields than its header: line and data row (1-based), text."""
+    import csv
+    import gzip
+
+    if isinstance(handle, io.BytesIO):
+        raw = gzip.decompress(handle.getvalue()) if gz else handle.getvalue()
+        text = io.StringIO(raw.decode("utf-8", errors="replace"), newline="")
+    else:
+        opener = gzip.open if gz else open
+        text = opener(handle, "rt", newline="", encoding="utf-8", errors="replace")
+    bad = []
+    with text:
+        reader = csv.reader(text, delimiter=sep)
+        header = next(reader, [])
+        row = 0
+        for fields in reader:
+            row += 1
+            if len(fields) > len(header):
+                bad.append(
+                    {
+                        "line": reader.line_num,
+                        "row": row,
+                        "fields": len(fields),
+                        "expected": len(header),
+                        "text": sep.join(fields)[:500],
+                    }
+                )
+    return bad

@@ -253,6 +253,65 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
     go_runs = sum(r["status"] in ("dispatched", "waiting") for r in results)
     assert len(flow_runs) == go_runs, (sorted(keys), [r["status"] for r in results])
 
+    # The control share: a tenth of every batch, drawn at random, marked, never scored.
+    from loopwise.pool import control_count
+
+    batches = {
+        k: store.read_json(f"cycles/{k:04d}/selected.json")["batch"]
+        for k in range(state["cycle"] + 1)
+        if store.exists(f"cycles/{k:04d}/selected.json")
+    }
+    for k, batch in batches.items():
+        control = [b for b in batch if b["control"]]
+        assert len(control) == control_count(len(batch), 0.1)
+        assert (len(control) >= 1) == (len(batch) >= 2), k
+        assert all(b["query_score"] is None for b in control)
+        assert all(b["query_score"] is not None for b in batch if not b["control"])
+
+    # The final report, written when the campaign stopped: its numbers are the ledger's.
+    report = store.read_json("reports/report.json")
+    annotations = {}
+    for row in store.read_jsonl(f"annotations/{_pid(ls_client, cfg)}.jsonl"):
+        annotations[row["annotation_id"]] = row  # the latest version of each
+    paid = sum(a["status"] in ("accepted", "rejected") for a in annotations.values())
+    assert report["labels"] == len(labels)
+    assert report["annotations"] == paid
+    assert report["spent"] == pytest.approx(paid * 0.1)
+    assert report["history"] == state["history"]
+    assert report["metric"] == state["history"][-1]["metric"]
+    truth = {r["item_id"]: r["label"] for r in labels}
+    expected = []
+    for k, batch in sorted(batches.items()):
+        pairs = [
+            (b["prediction_label"], truth[b["item_id"]])
+            for b in batch
+            if b["control"] and b["prediction_label"] and b["item_id"] in truth
+        ]
+        if pairs:
+            expected.append((k, len(pairs), sum(p == t for p, t in pairs)))
+    assert [(e["cycle"], e["n"], e["correct"]) for e in report["control_estimates"]] == expected
+    assert expected, "no control item of a trained model was labeled"
+    assert [d["cycle"] for d in report["decisions"]] == trained
+    assert report["decisions"][-1]["reason"] == state["decision"]["reason"]
+    n_control_labels = [p["labels"] for p in report["random_curve"]]
+    assert n_control_labels == sorted(n_control_labels) and n_control_labels
+    assert max(n_control_labels) <= sum(b["control"] for bt in batches.values() for b in bt)
+    page = store.path("reports/report.html").read_text()
+    assert f"{report['labels']:,}" in page and f"{report['spent']:,.2f}" in page
+    assert page.count("data:image/png;base64,") == 2 and "<script" not in page
+    last_run = max(runs, key=lambda r: int(r.data.tags["loopwise.cycle"]))
+    assert "report/report.html" in [
+        a.path for a in client.list_artifacts(last_run.info.run_id, "report")
+    ]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as pc:
+        found = pc.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-report"]))
+        )
+    assert found and f"{report['labels']:,}" in found[-1].data
+
 
 def _pid(ls_client, cfg) -> int:
     (project,) = [p for p in ls_client.projects.list(title=cfg.project_title) if p.title == cfg.project_title]

@@ -1,0 +1,350 @@
+"""What ``loopwise init`` infers from a data file: the roles of its columns, the label set,
+a great-expectations suite (as JSON) and a campaign config.
+
+Pure: takes a DataFrame, returns plain values. Problems that make a campaign impossible
+raise :class:`InferenceError`; problems a campaign survives (a few non-numeric cells in
+a numeric column, broken lines) are returned as warnings that name the row and column.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+__all__ = [
+    "ID_NAMES",
+    "LABEL_NAMES",
+    "Inference",
+    "InferenceError",
+    "campaign_yaml",
+    "expectation_suite",
+    "infer_columns",
+]
+
+#: Column names taken for the label when none is given (case-insensitive).
+LABEL_NAMES = ("label", "labels", "class", "target", "y", "category", "lettr", "answer", "outcome")
+#: Column names taken for the id when none is given (case-insensitive).
+ID_NAMES = ("id", "item_id", "uuid", "key", "record_id", "row_id")
+#: Most distinct values of a categorical feature or a label column.
+MAX_CATEGORIES = 50
+MAX_LABELS = 200
+#: A column whose non-empty cells parse as numbers at least this often is numeric.
+NUMERIC_SHARE = 0.9
+
+
+class InferenceError(ValueError):
+    """The file cannot make a campaign as it is; the message says what to pass instead."""
+
+
+@dataclass
+class Inference:
+    """The inferred roles and the problems found."""
+
+    id_column: str | None
+    label_column: str | None
+    text_column: str | None
+    numeric: list[str]
+    categorical: list[str]
+    labels: list[str]
+    ignored: dict[str, str] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    #: per numeric column: (min, max) of the values that are numbers
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+    categories: dict[str, list[str]] = field(default_factory=dict)
+    not_null: list[str] = field(default_factory=list)
+    rows: int = 0
+
+    @property
+    def features(self) -> list[str]:
+        return [*self.numeric, *self.categorical]
+
+
+def _row_list(idx: Sequence[int], values: Sequence[Any], limit: int = 5) -> str:
+    shown = ", ".join(f"row {int(i) + 1} ({v!r})" for i, v in list(zip(idx, values, strict=True))[:limit])
+    more = len(idx) - limit
+    return shown + (f" and {more} more" if more > 0 else "")
+
+
+def _find(columns: Sequence[str], names: Sequence[str]) -> str | None:
+    lower = {c.lower(): c for c in columns}
+    return next((lower[n] for n in names if n in lower), None)
+
+
+def _stringy(s: pd.Series) -> bool:
+    return s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
+
+
+def _is_text(s: pd.Series) -> bool:
+    values = s.dropna().astype(str)
+    if values.empty:
+        return False
+    words = values.str.split().str.len().mean()
+    return bool(values.str.len().mean() >= 30 or words >= 5)
+
+
+def infer_columns(
+    df: pd.DataFrame,
+    *,
+    source: str = "the file",
+    label_column: str | None = None,
+    id_column: str | None = None,
+    text_column: str | None = None,
+    labels: Sequence[str] | None = None,
+) -> Inference:
+    """Roles of the columns of ``df``: id, label, text, numeric and categorical features.
+
+    Raises :class:`InferenceError` when no label set can be found, or a named column
+    is missing; warns (``Inference.warnings``) about cells the validation will quarantine.
+    """
+    cols = [str(c) for c in df.columns]
+    df = df.copy()
+    df.columns = cols
+    if df.empty:
+        raise InferenceError(f"{source}: no data rows")
+    for given, what in ((label_column, "label"), (id_column, "id"), (text_column, "text")):
+        if given is not None and given not in cols:
+            raise InferenceError(f"{source}: no {what} column {given!r}; the columns are {cols}")
+    label = label_column or _find(cols, LABEL_NAMES)
+    if label is None and not labels:
+        raise InferenceError(
+            f"{source}: no label column (looked for {', '.join(LABEL_NAMES)}); the columns are "
+            f"{cols}. Pass --label-column NAME, or --labels A,B,... for data with no labels yet "
+            "(then a labeled holdout file is needed: --holdout FILE)."
+        )
+    warnings: list[str] = []
+    label_set: list[str] = [str(v) for v in labels] if labels else []
+    if label is not None:
+        values = df[label].dropna()
+        if values.empty and not labels:
+            raise InferenceError(f"{source}: the label column {label!r} is empty; pass --labels A,B,...")
+        found = sorted({str(v) for v in values}, key=_natural)
+        if len(found) > MAX_LABELS:
+            raise InferenceError(
+                f"{source}: column {label!r} has {len(found)} distinct values, too many for a "
+                f"label set (at most {MAX_LABELS}); pass --label-column with the right column"
+            )
+        if labels:
+            outside = sorted(set(found) - set(label_set))
+            if outside:
+                bad = values[values.astype(str).isin(outside)]
+                warnings.append(
+                    f"{source}, column {label!r}: values outside --labels in "
+                    f"{_row_list(bad.index, bad.tolist())}; those rows stay in the pool unlabeled "
+                    "and out of the holdout"
+                )
+        else:
+            label_set = found
+        if len(label_set) < 2:
+            raise InferenceError(
+                f"{source}: column {label!r} holds a single label {label_set}; a classifier needs "
+                "at least two (pass --labels A,B,...)"
+            )
+    ident = id_column or _find([c for c in cols if c != label], ID_NAMES) or _unique_key(df, label)
+    if ident is not None:
+        ids = df[ident]
+        if ids.isna().any():
+            rows = np.flatnonzero(ids.isna().to_numpy())
+            raise InferenceError(f"{source}, column {ident!r}: empty id in {_row_list(rows, ['']*len(rows))}")
+        dup = ids.astype(str).duplicated(keep=False)
+        if dup.any():
+            rows = np.flatnonzero(dup.to_numpy())
+            raise InferenceError(
+                f"{source}, column {ident!r}: repeated ids in {_row_list(rows, ids[dup].tolist())}"
+            )
+    rest = [c for c in cols if c not in {label, ident}]
+    text = text_column
+    if text is None:
+        text = next((c for c in rest if _stringy(df[c]) and _is_text(df[c])), None)
+    inf = Inference(ident, label, text, [], [], label_set, warnings=warnings, rows=len(df))
+    for c in rest:
+        if c == text:
+            continue
+        s = df[c]
+        nonnull = s.dropna()
+        if nonnull.empty:
+            inf.ignored[c] = "empty"
+            continue
+        if pd.api.types.is_bool_dtype(s.dtype):
+            inf.categorical.append(c)
+            inf.categories[c] = sorted({str(v) for v in nonnull})
+        elif pd.api.types.is_numeric_dtype(s.dtype):
+            inf.numeric.append(c)
+            inf.ranges[c] = (float(nonnull.min()), float(nonnull.max()))
+        else:
+            parsed = pd.to_numeric(nonnull, errors="coerce")
+            share = float(parsed.notna().mean())
+            if share >= NUMERIC_SHARE:
+                inf.numeric.append(c)
+                inf.ranges[c] = (float(parsed.min()), float(parsed.max()))
+                bad = nonnull[parsed.isna()]
+                inf.warnings.append(
+                    f"{source}, column {c!r}: numeric in {parsed.notna().sum()} of {len(nonnull)} "
+                    f"rows, not a number in {_row_list(bad.index, bad.tolist())}; the campaign "
+                    "quarantines those rows when it validates the pool"
+                )
+            elif nonnull.astype(str).nunique() <= MAX_CATEGORIES:
+                inf.categorical.append(c)
+                inf.categories[c] = sorted({str(v) for v in nonnull}, key=_natural)
+                if share > 0:
+                    nums = nonnull[parsed.notna()]
+                    inf.warnings.append(
+                        f"{source}, column {c!r}: mixed types, numbers in "
+                        f"{_row_list(nums.index, nums.tolist())}; kept as a category"
+                    )
+            else:
+                inf.ignored[c] = f"{nonnull.astype(str).nunique()} distinct strings: not a feature"
+        if c in inf.numeric or c in inf.categorical:
+            if s.isna().sum() == 0:
+                inf.not_null.append(c)
+    if text is None and not inf.features:
+        raise InferenceError(
+            f"{source}: no feature column (numeric, categorical or text) besides id and label; "
+            f"the columns are {cols}"
+        )
+    return inf
+
+
+def _unique_key(df: pd.DataFrame, label: str | None) -> str | None:
+    """A column that looks like a key: named ``*_id``/``*id``, or short strings, all distinct."""
+    for c in df.columns:
+        s = df[c]
+        if c == label or s.isna().any() or not s.is_unique:
+            continue
+        named = c.lower().endswith(("_id", "id", "_key"))
+        short_strings = _stringy(s) and s.astype(str).str.len().max() <= 64 and not _is_text(s)
+        if short_strings or (named and not pd.api.types.is_float_dtype(s.dtype)):
+            return c
+    return None
+
+
+def _natural(v: str) -> tuple:
+    return tuple(int(p) if p.isdigit() else p for p in re.split(r"(\d+)", v))
+
+
+def _num(v: float) -> float | int:
+    return int(v) if float(v).is_integer() else round(float(v), 6)
+
+
+def expectation_suite(inf: Inference, name: str, *, margin: float = 0.1) -> dict[str, Any]:
+    """A great-expectations suite (1.x JSON) derived from the data.
+
+    Numeric ranges are the observed ones widened by ``margin`` of their span on each side,
+    so that new rows slightly outside the sample are not quarantined.
+    """
+    exps: list[dict[str, Any]] = []
+    needed = ["item_id", *[c for c in (inf.id_column, inf.label_column, inf.text_column) if c], *inf.features]
+    exps.append(
+        {
+            "type": "expect_table_columns_to_match_set",
+            "kwargs": {"column_set": list(dict.fromkeys(needed)), "exact_match": False},
+            "meta": {"notes": "every column the campaign uses is present; extra columns are allowed"},
+        }
+    )
+    exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "item_id"}})
+    exps.append({"type": "expect_column_values_to_be_unique", "kwargs": {"column": "item_id"}})
+    if inf.label_column:
+        exps.append(
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {"column": inf.label_column, "value_set": list(inf.labels)},
+                "meta": {"notes": "ground truth where it exists; empty cells are unlabeled rows"},
+            }
+        )
+    if inf.text_column:
+        exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": inf.text_column}})
+    for c in inf.numeric:
+        lo, hi = inf.ranges[c]
+        pad = (hi - lo) * margin
+        if c in inf.not_null:
+            exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}})
+        exps.append(
+            {
+                "type": "expect_column_values_to_be_between",
+                "kwargs": {"column": c, "min_value": _num(lo - pad), "max_value": _num(hi + pad)},
+                "meta": {"notes": f"observed {_num(lo)}..{_num(hi)}, widened by {margin:.0%} of the span"},
+            }
+        )
+    for c in inf.categorical:
+        if c in inf.not_null:
+            exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": c}})
+        exps.append(
+            {
+                "type": "expect_column_values_to_be_in_set",
+                "kwargs": {"column": c, "value_set": inf.categories[c]},
+            }
+        )
+    return {
+        "name": name,
+        "expectations": exps,
+        "meta": {"generated_by": "loopwise init", "rows_profiled": inf.rows},
+    }
+
+
+def campaign_yaml(
+    inf: Inference,
+    *,
+    name: str,
+    source: str,
+    suite_path: str,
+    holdout: str | None = None,
+) -> str:
+    """The campaign config file, with a comment on each key a user is likely to change."""
+    import yaml
+
+    def dump(v: Any) -> str:
+        return (
+            yaml.safe_dump(v, default_flow_style=True, allow_unicode=True, width=10_000)
+            .strip()
+            .removesuffix("...")
+            .strip()
+        )
+
+    lines = [
+        f"# Campaign {name}, written by `loopwise init {source}`.",
+        "# Every key is described in configs/README.md; edit the budget and costs first.",
+        f"name: {name}",
+        "data:",
+        f"  source: {dump(source)}",
+    ]
+    if inf.id_column:
+        lines.append(f"  id_column: {dump(inf.id_column)}")
+    if inf.label_column:
+        lines.append(f"  label_column: {dump(inf.label_column)}    # ground truth where it exists: the holdout")
+    if inf.text_column:
+        lines.append(f"  text_column: {dump(inf.text_column)}")
+    else:
+        lines.append(f"  feature_columns: {dump(inf.features)}")
+    if holdout:
+        lines.append(f"  holdout: {{source: {dump(holdout)}}}")
+    else:
+        lines.append("  holdout: {fraction: 0.2, seed: 0}")
+    lines += [
+        f"  validation_suite: {dump(suite_path)}",
+        "  min_valid_fraction: 0.9       # stop the run when fewer rows than this pass validation",
+        f"labels: {dump(list(inf.labels))}",
+        "model:",
+        "  estimator: sklearn.linear_model.LogisticRegression",
+        "  params: {max_iter: 1000}",
+        "strategy:",
+        "  name: cluster_margin          # `loopwise strategies` lists them all",
+        "batch_size: 20",
+        "annotators_per_item: 1          # 2 or more turns on consensus QC",
+        "control_fraction: 0.1           # share of every batch drawn at random (loopwise report)",
+        "budget:",
+        "  labels: 500",
+        "  cost_per_annotation: 0.10     # what one annotation costs you",
+        "  value_per_point: 10.0         # what one point (0.01) of accuracy is worth to you",
+        "labelstudio:",
+        "  url: http://127.0.0.1:8080",
+        "  token_env: LABEL_STUDIO_API_KEY",
+        "storage_root: .loopwise/store",
+        "mlflow:",
+        "  tracking_uri: sqlite:///.loopwise/mlflow.db",
+        "seed: 0",
+    ]
+    return "\n".join(lines) + "\n"

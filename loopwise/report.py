@@ -1,0 +1,428 @@
+"""The campaign report: what the labels bought, what random labeling would have bought.
+
+Everything here is computed from the campaign's own records (its history, the batches
+it selected, the accepted labels and the annotations), so the report can be rebuilt at
+any time and checked against the ledgers.
+
+The control share (``control_fraction`` of every batch, drawn at random) gives two
+things without a separate experiment:
+
+- an unbiased estimate of the current model's accuracy on the pool: the model's
+  guess on each control item was recorded when the batch was selected, before anyone
+  labeled it, and the control items are a uniform sample of the unlabeled pool;
+- the counterfactual of random labeling: models trained on the control labels alone
+  are trained on a random sample, so their holdout accuracy is the random-labeling
+  learning curve, at a tenth of the labels. An inverse power law fitted to it tells
+  how many random labels would have reached the campaign's accuracy.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from collections import Counter, defaultdict
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopwise.config import CampaignConfig
+from loopwise.pool import build_model, model_inputs
+from loopwise.stopping import fit_learning_curve
+
+__all__ = [
+    "annotator_table",
+    "build_report",
+    "control_estimates",
+    "labels_to_reach",
+    "random_curve",
+    "render_html",
+]
+
+
+def _wilson(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    if n == 0:
+        return (math.nan, math.nan)
+    p = k / n
+    den = 1 + z * z / n
+    mid = (p + z * z / (2 * n)) / den
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / den
+    return (max(0.0, mid - half), min(1.0, mid + half))
+
+
+def control_estimates(
+    batches: Mapping[int, Sequence[Mapping[str, Any]]], accepted: Mapping[str, str]
+) -> list[dict[str, Any]]:
+    """Per cycle, the model's accuracy on its batch's labeled control items (95 % Wilson CI).
+
+    ``batches`` maps a cycle to the batch selected in it (records with ``item_id``,
+    ``control`` and ``prediction_label``, the model's guess at selection time);
+    ``accepted`` maps an item to its consensus label. The cold-start batch has no model
+    and gives no estimate.
+    """
+    out = []
+    for k in sorted(batches):
+        pairs = [
+            (b["prediction_label"], accepted[b["item_id"]])
+            for b in batches[k]
+            if b.get("control") and b.get("prediction_label") is not None and b["item_id"] in accepted
+        ]
+        if not pairs:
+            continue
+        correct = sum(p == y for p, y in pairs)
+        lo, hi = _wilson(correct, len(pairs))
+        out.append(
+            {
+                "cycle": k,
+                "n": len(pairs),
+                "correct": correct,
+                "accuracy": correct / len(pairs),
+                "ci_low": lo,
+                "ci_high": hi,
+            }
+        )
+    return out
+
+
+def pooled_control_estimate(estimates: Sequence[Mapping[str, Any]], last: int = 3) -> dict | None:
+    """The control estimate of the latest models, pooled over the last ``last`` cycles."""
+    recent = list(estimates)[-last:]
+    n = sum(e["n"] for e in recent)
+    if n == 0:
+        return None
+    correct = sum(e["correct"] for e in recent)
+    lo, hi = _wilson(correct, n)
+    return {
+        "cycles": [e["cycle"] for e in recent],
+        "n": n,
+        "accuracy": correct / n,
+        "ci_low": lo,
+        "ci_high": hi,
+    }
+
+
+def random_curve(
+    cfg: CampaignConfig,
+    pool: pd.DataFrame,
+    holdout: pd.DataFrame,
+    batches: Mapping[int, Sequence[Mapping[str, Any]]],
+    labels: Sequence[Mapping[str, Any]],
+    cycles: Sequence[int],
+) -> list[dict[str, Any]]:
+    """Holdout accuracy of models trained on the control labels alone, cycle by cycle.
+
+    At cycle ``k`` the campaign had the labels accepted before it (ledger cycle < k); the
+    control ones among them are a random sample of the pool, so the model trained on
+    them is what random labeling would have bought with that many labels.
+    """
+    control_items = {b["item_id"] for batch in batches.values() for b in batch if b.get("control")}
+    rows = [r for r in labels if r["item_id"] in control_items]
+    by_id = pool.set_index("item_id", drop=False)
+    y_hold = holdout[cfg.data.label_column].astype(str).to_numpy() if cfg.data.label_column else None
+    if y_hold is None or len(holdout) == 0:
+        return []
+    out, seen = [], None
+    for k in sorted(cycles):
+        have = [r for r in rows if r["cycle"] < k and r["item_id"] in by_id.index]
+        ids = sorted({r["item_id"] for r in have})
+        if len(ids) < 2 or ids == seen:
+            continue
+        seen = ids
+        label_of = {r["item_id"]: str(r["label"]) for r in have}
+        y = np.array([label_of[i] for i in ids])
+        if np.unique(y).size < 2:
+            continue
+        frame = by_id.loc[ids].reset_index(drop=True)
+        X_lab, X_hold = model_inputs(cfg, frame, holdout)
+        model = build_model(cfg.model.build(), kind=cfg.data.kind, scale=cfg.model.scale)
+        model.fit(X_lab, y)
+        acc = float(np.mean(model.predict(X_hold).astype(str) == y_hold))
+        out.append({"cycle": k, "labels": len(ids), "accuracy": acc})
+    return out
+
+
+def labels_to_reach(points: Sequence[Mapping[str, Any]], target: float) -> dict[str, Any] | None:
+    """Labels that random labeling needs to reach ``target``, from a fitted learning curve.
+
+    Returns None with fewer than 3 distinct label counts; ``labels`` is None when the
+    fitted asymptote stays below the target.
+    """
+    n = [p["labels"] for p in points]
+    if len(set(n)) < 3:
+        return None
+    fit = fit_learning_curve(n, [p["accuracy"] for p in points])
+    needed = None
+    if fit.a > target and fit.b > 0:
+        needed = float((fit.b / (fit.a - target)) ** (1.0 / fit.c))
+    return {"fit": fit.to_dict(), "labels": needed, "from_points": len(points), "max_labels": max(n)}
+
+
+def annotator_table(
+    annotations: Sequence[Mapping[str, Any]],
+    accepted: Mapping[str, str],
+    estimated_accuracy: Mapping[str, float] | None = None,
+) -> list[dict[str, Any]]:
+    """Per annotator: annotations submitted, skipped, agreement with the consensus label."""
+    stats: dict[str, Counter] = defaultdict(Counter)
+    for a in annotations:
+        who = str(a.get("annotator"))
+        s = stats[who]
+        if a.get("status") in ("accepted", "rejected"):
+            s["submitted"] += 1
+            if a.get("item_id") in accepted and a.get("status") == "accepted":
+                s["on_consensus_items"] += 1
+                s["agree"] += int(a.get("label") == accepted[a["item_id"]])
+        else:
+            s["skipped"] += 1
+    est = estimated_accuracy or {}
+    out = []
+    for who in sorted(stats):
+        s = stats[who]
+        out.append(
+            {
+                "annotator": who,
+                "submitted": s["submitted"],
+                "skipped": s["skipped"],
+                "agreement": s["agree"] / s["on_consensus_items"] if s["on_consensus_items"] else None,
+                "estimated_accuracy": est.get(who),
+            }
+        )
+    return out
+
+
+def build_report(
+    cfg: CampaignConfig,
+    *,
+    history: Sequence[Mapping[str, Any]],
+    batches: Mapping[int, Sequence[Mapping[str, Any]]],
+    labels: Sequence[Mapping[str, Any]],
+    annotations: Sequence[Mapping[str, Any]],
+    decisions: Mapping[int, Mapping[str, Any]],
+    random_points: Sequence[Mapping[str, Any]],
+    quality: Mapping[str, float] | None = None,
+    stopped: bool = False,
+) -> dict[str, Any]:
+    """Every number of the report, as plain JSON types."""
+    accepted = {r["item_id"]: str(r["label"]) for r in labels}
+    paid = sum(a.get("status") in ("accepted", "rejected") for a in annotations)
+    spent = paid * cfg.budget.cost_per_annotation
+    last = dict(history[-1]) if history else None
+    estimates = control_estimates(batches, accepted)
+    control_items = [b["item_id"] for batch in batches.values() for b in batch if b.get("control")]
+    out: dict[str, Any] = {
+        "campaign": cfg.name,
+        "stopped": stopped,
+        "cycles": len(history),
+        "labels": len(accepted),
+        "annotations": paid,
+        "spent": round(spent, 6),
+        "cost_per_annotation": cfg.budget.cost_per_annotation,
+        "cost_per_label": spent / len(accepted) if accepted else None,
+        "control_fraction": cfg.control_fraction,
+        "control_items_sent": len(control_items),
+        "control_items_labeled": sum(i in accepted for i in control_items),
+        "metric": last["metric"] if last else None,
+        "metric_labels": last["labels"] if last else None,
+        "history": [dict(h) for h in history],
+        "control_estimates": estimates,
+        "control_estimate": pooled_control_estimate(estimates),
+        "random_curve": [dict(p) for p in random_points],
+        "random_needed": None,
+        "saved_labels": None,
+        "saved_money": None,
+        "annotators": annotator_table(annotations, accepted, quality),
+        "decisions": [
+            {"cycle": k, "stop": bool(d.get("stop")), "rule": d.get("rule"), "reason": d.get("reason")}
+            for k, d in sorted(decisions.items())
+        ],
+        "drift": [_drift_row(k, d["drift"]) for k, d in sorted(decisions.items()) if d.get("drift")],
+    }
+    if last is not None:
+        reach = labels_to_reach(random_points, float(last["metric"]))
+        out["random_needed"] = reach
+        if reach and reach["labels"] is not None and out["cost_per_label"] is not None:
+            saved = reach["labels"] - last["labels"]
+            out["saved_labels"] = saved
+            out["saved_money"] = saved * out["cost_per_label"]
+    return out
+
+
+def _drift_row(cycle: int, drift: Mapping[str, Any]) -> dict[str, Any]:
+    scored = [f for f in drift.get("features") or [] if f.get("psi") is not None]
+    worst = max(scored, key=lambda f: f["psi"])["name"] if scored else None
+    return {
+        "cycle": cycle,
+        "drifted": bool(drift.get("drifted")),
+        "max_psi": drift.get("max_psi"),
+        "worst_feature": worst,
+        "drifted_features": list(drift.get("drifted_features") or []),
+    }
+
+
+# --------------------------------------------------------------------------- HTML
+
+
+_CSS = """
+body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d1d1f}
+h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
+.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:.8em;margin:1.2em 0}
+.kpi{background:#f5f6f8;border-radius:8px;padding:.7em 1em}.kpi b{display:block;font-size:1.5em}
+table{border-collapse:collapse;width:100%;margin:.6em 0}th,td{border-bottom:1px solid #e3e3e3;padding:.35em .5em;text-align:right}
+th:first-child,td:first-child,td.text{text-align:left}img{max-width:100%}.muted{color:#666;font-size:.9em}
+.stop{color:#b00020;font-weight:600}.go{color:#1b7f3b}
+"""
+
+
+def _f(v: Any, fmt: str = "{:.4f}", none: str = "—") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return fmt.format(v)
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_cols: set[int] = frozenset()) -> str:
+    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    body = "".join(
+        "<tr>"
+        + "".join(
+            f'<td class="text">{c}</td>' if i in text_cols else f"<td>{c}</td>" for i, c in enumerate(r)
+        )
+        + "</tr>"
+        for r in rows
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes], links: Mapping[str, str] | None = None) -> str:
+    """One self-contained page: the figures are embedded PNGs, nothing is fetched."""
+    r = report
+    e = html.escape
+    img = {
+        k: f'<img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
+        for k, v in figures.items()
+    }
+    ce = r.get("control_estimate")
+    need = r.get("random_needed") or {}
+    if r.get("saved_labels") is not None:
+        saving = (
+            f"Random labeling would have needed about <b>{need['labels']:,.0f}</b> labels to reach "
+            f"{_f(r['metric'])}; the campaign used {r['metric_labels']:,}. "
+            f"Saved: <b>{r['saved_labels']:,.0f} labels ≈ {r['saved_money']:,.2f}</b> "
+            f"(at {_f(r['cost_per_label'], '{:.3f}')} per accepted label)."
+        )
+        saved_kpi = f"{r['saved_money']:,.2f}"
+    elif need and need.get("labels") is None:
+        saving = (
+            f"The random-labeling curve fitted to the control labels levels off at "
+            f"{_f(need['fit']['a'])}, below the campaign's {_f(r['metric'])}: by that curve, "
+            "random labeling would not reach it at any budget."
+        )
+        saved_kpi = "beyond reach of random"
+    else:
+        saving = (
+            "Not enough control labels yet: the random-labeling curve needs models at three "
+            "different control-label counts."
+        )
+        saved_kpi = "—"
+    kpis = [
+        ("cycles", f"{r['cycles']}"),
+        ("labels accepted", f"{r['labels']:,}"),
+        ("money spent", f"{r['spent']:,.2f}"),
+        ("holdout accuracy", _f(r.get("metric"))),
+        (
+            "control estimate (pool)",
+            "—" if not ce else f"{ce['accuracy']:.3f} [{ce['ci_low']:.3f}, {ce['ci_high']:.3f}]",
+        ),
+        ("saved vs random", saved_kpi),
+    ]
+    kpi_html = "".join(f'<div class="kpi">{e(k)}<b>{e(v)}</b></div>' for k, v in kpis)
+    last_decision = (r.get("decisions") or [None])[-1]
+    status = "stopped" if r.get("stopped") else "running"
+    est_by_cycle = {x["cycle"]: x for x in r.get("control_estimates", [])}
+    rand_by_cycle = {x["cycle"]: x for x in r.get("random_curve", [])}
+    hist_rows = []
+    for h in r.get("history", []):
+        c = est_by_cycle.get(h["cycle"])
+        rc = rand_by_cycle.get(h["cycle"])
+        hist_rows.append(
+            [
+                str(h["cycle"]),
+                f"{h['labels']:,}",
+                f"{h['annotations']:,}",
+                f"{h['cost']:,.2f}",
+                _f(h.get("metric")),
+                _f(h.get("macro_f1")),
+                _f(h.get("kappa"), "{:.3f}"),
+                "—" if not c else f"{c['accuracy']:.3f} (n={c['n']})",
+                "—" if not rc else f"{rc['accuracy']:.3f} ({rc['labels']} labels)",
+            ]
+        )
+    ann_rows = [
+        [
+            e(a["annotator"]),
+            f"{a['submitted']:,}",
+            f"{a['skipped']:,}",
+            _f(a["agreement"], "{:.3f}"),
+            _f(a["estimated_accuracy"], "{:.3f}"),
+        ]
+        for a in r.get("annotators", [])
+    ]
+    dec_rows = [
+        [
+            str(d["cycle"]),
+            '<span class="stop">stop</span>' if d["stop"] else '<span class="go">go on</span>',
+            e(str(d.get("rule") or "")),
+            e(str(d.get("reason") or "")),
+        ]
+        for d in r.get("decisions", [])
+    ]
+    drift_rows = [
+        [
+            str(d["cycle"]),
+            _f(d.get("max_psi"), "{:.3f}"),
+            e(str(d.get("worst_feature") or "—")),
+            "yes" if d.get("drifted") else "no",
+        ]
+        for d in r.get("drift", [])
+    ]
+    link_html = "".join(
+        f'<li>{e(k)}: <a href="{e(v)}">{e(v)}</a></li>' for k, v in (links or {}).items()
+    )
+    ce_text = (
+        "no control item of a trained model is labeled yet"
+        if not ce
+        else (
+            f"{ce['accuracy']:.3f} (95 % CI {ce['ci_low']:.3f}–{ce['ci_high']:.3f}) on {ce['n']} "
+            f"control items of cycles {', '.join(map(str, ce['cycles']))}"
+        )
+    )
+    return f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Loopwise report — {e(r['campaign'])}</title>
+<style>{_CSS}</style></head><body>
+<h1>Loopwise report — {e(r['campaign'])}</h1>
+<p class="muted">Campaign {status}; {r['annotations']:,} paid annotations at {r['cost_per_annotation']:.2f} each.
+{'' if not last_decision else 'Last decision (cycle ' + str(last_decision['cycle']) + '): ' + ('stop' if last_decision['stop'] else 'go on') + ' — ' + e(str(last_decision['reason']))}</p>
+<div class="kpis">{kpi_html}</div>
+<h2>What the labels bought</h2>
+<p>{saving}</p>
+<p>Control share: {r['control_fraction']:.0%} of every batch is drawn at random
+({r['control_items_labeled']} of {r['control_items_sent']} control items labeled so far).
+The current model's accuracy on the pool, estimated on the control items: {ce_text}.
+The random-labeling curve is the holdout accuracy of models trained on the control labels alone.</p>
+{img.get('accuracy_vs_labels', '')}
+{img.get('accuracy_vs_money', '')}
+<h2>Cycles</h2>
+{_table(['cycle', 'labels', 'annotations', 'cost', 'holdout acc.', 'macro-F1', 'kappa', 'control estimate', 'random labeling'], hist_rows)}
+<h2>Stop decisions</h2>
+{_table(['cycle', 'decision', 'rule', 'reason'], dec_rows, {3})}
+<h2>Annotators</h2>
+<p class="muted">Agreement: share of an annotator's answers equal to the accepted consensus label.
+Estimated accuracy: Dawid–Skene's estimate at the last consensus.</p>
+{_table(['annotator', 'submitted', 'skipped', 'agreement', 'estimated accuracy'], ann_rows)}
+<h2>Drift</h2>
+<p class="muted">Population stability index between the labeled snapshot and the unlabeled pool, per cycle.</p>
+{_table(['cycle', 'max PSI', 'worst feature', 'drifted'], drift_rows, {2})}
+{'<h2>Links</h2><ul>' + link_html + '</ul>' if link_html else ''}
+</body></html>
+"""

@@ -1,0 +1,134 @@
+"""The campaign report's numbers (loopwise/report.py) and the control share (loopwise/pool.py)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from loopwise import report as rp
+from loopwise.config import CampaignConfig
+from loopwise.plots import report_figures
+from loopwise.pool import control_count, draw_control
+
+
+def _cfg(**extra) -> CampaignConfig:
+    return CampaignConfig(
+        name="rep",
+        data={"source": "x.csv", "label_column": "y"},
+        labels=["a", "b", "c"],
+        budget={"cost_per_annotation": 0.5},
+        **extra,
+    )
+
+
+@pytest.mark.parametrize(
+    ("n", "fraction", "expected"),
+    [(50, 0.1, 5), (20, 0.1, 2), (5, 0.1, 1), (1, 0.1, 0), (2, 0.5, 1), (30, 0.0, 0), (3, 0.9, 2)],
+)
+def test_control_count_keeps_at_least_one_of_each_kind(n, fraction, expected):
+    assert control_count(n, fraction) == expected
+
+
+def test_draw_control_is_uniform_reproducible_and_avoids_the_picked_rows():
+    picked = list(range(0, 1000, 2))
+    a = draw_control(1000, picked, 50, seed=3)
+    assert a == draw_control(1000, picked, 50, seed=3) != draw_control(1000, picked, 50, seed=4)
+    assert len(set(a)) == 50 and not set(a) & set(picked)
+    # uniform: over many draws every free row comes up about equally often
+    counts = np.zeros(1000)
+    for s in range(400):
+        counts[draw_control(1000, picked, 50, seed=s)] += 1
+    free = counts[1::2]
+    assert counts[::2].sum() == 0 and free.min() > 0
+    assert free.std() / free.mean() < 0.35  # Poisson(20) spread: about 0.22
+    assert draw_control(3, [0, 1, 2], 5, seed=0) == []
+
+
+def test_control_estimates_compare_the_guess_at_selection_with_the_consensus_label():
+    batches = {
+        0: [{"item_id": "c0", "control": True, "prediction_label": None}],  # cold start: no model
+        1: [
+            {"item_id": "p1", "control": False, "prediction_label": "a"},
+            {"item_id": "c1", "control": True, "prediction_label": "a"},
+            {"item_id": "c2", "control": True, "prediction_label": "b"},
+            {"item_id": "c3", "control": True, "prediction_label": "c"},
+            {"item_id": "c4", "control": True, "prediction_label": "c"},  # not labeled yet
+        ],
+    }
+    accepted = {"c0": "a", "p1": "b", "c1": "a", "c2": "c", "c3": "c"}
+    (est,) = rp.control_estimates(batches, accepted)
+    assert (est["cycle"], est["n"], est["correct"]) == (1, 3, 2)
+    assert est["accuracy"] == pytest.approx(2 / 3)
+    assert 0 < est["ci_low"] < 2 / 3 < est["ci_high"] < 1
+    pooled = rp.pooled_control_estimate([est, {**est, "cycle": 2, "n": 7, "correct": 7}])
+    assert pooled["n"] == 10 and pooled["accuracy"] == pytest.approx(0.9)
+
+
+def test_labels_to_reach_inverts_the_fitted_power_law():
+    a, b, c = 0.9, 1.2, 0.5
+    pts = [{"labels": n, "accuracy": a - b * n**-c} for n in (10, 20, 40, 80, 160)]
+    out = rp.labels_to_reach(pts, 0.8)
+    assert out["labels"] == pytest.approx((b / (a - 0.8)) ** (1 / c), rel=0.02)  # 144
+    assert rp.labels_to_reach(pts, 0.95)["labels"] is None  # above the asymptote
+    assert rp.labels_to_reach(pts[:2], 0.5) is None  # too few points to fit
+
+
+def test_random_curve_trains_on_control_labels_only_and_grows_with_them():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 4))
+    y = np.array(["a", "b", "c"])[(X[:, 0] > 0).astype(int) + (X[:, 1] > 0.8).astype(int)]
+    df = pd.DataFrame(X, columns=list("pqrs")).assign(y=y, item_id=[f"i{i}" for i in range(600)])
+    pool, holdout = df.iloc[:450], df.iloc[450:]
+    cfg = _cfg()
+    batches = {k: [{"item_id": f"i{30 * k + j}", "control": j < 10} for j in range(30)] for k in range(5)}
+    labels = [
+        {"item_id": f"i{30 * k + j}", "label": y[30 * k + j], "cycle": k} for k in range(5) for j in range(30)
+    ]
+    # Wrong labels on the non-control items: a model that used them would be poor.
+    for r in labels:
+        if int(r["item_id"][1:]) % 30 >= 10:
+            r["label"] = "a"
+    pts = rp.random_curve(cfg, pool, holdout, batches, labels, cycles=[1, 2, 3, 4, 5])
+    assert [p["labels"] for p in pts] == [10, 20, 30, 40, 50]
+    assert pts[-1]["accuracy"] > 0.7  # learned from the control labels alone
+    assert pts[-1]["accuracy"] >= pts[0]["accuracy"]
+
+
+def test_build_report_counts_from_the_records_and_renders_a_self_contained_page():
+    cfg = _cfg()
+    history = [
+        {"cycle": 1, "labels": 10, "annotations": 12, "cost": 6.0, "metric": 0.5, "macro_f1": 0.4, "kappa": None},
+        {"cycle": 2, "labels": 20, "annotations": 23, "cost": 11.5, "metric": 0.7, "macro_f1": 0.6, "kappa": 0.8},
+    ]
+    labels = [{"item_id": f"i{i}", "label": "a", "cycle": 0} for i in range(20)]
+    annotations = [
+        {"annotation_id": i, "item_id": f"i{i % 20}", "annotator": "ann" if i % 2 else "bob",
+         "label": "a" if i % 5 else "b", "status": "accepted"}
+        for i in range(23)
+    ] + [{"annotation_id": 99, "item_id": "i3", "annotator": "ann", "label": None, "status": "skipped"}]
+    decisions = {
+        1: {"stop": False, "rule": None, "reason": "go <on>", "drift": {"max_psi": 0.1, "drifted": False,
+            "features": [{"name": "f1", "psi": 0.1}, {"name": "f2", "psi": 0.05}], "drifted_features": []}},
+        2: {"stop": True, "rule": "label_budget", "reason": "budget <script>alert(1)</script>"},
+    }
+    pts = [{"cycle": k, "labels": n, "accuracy": acc} for k, n, acc in ((2, 2, 0.3), (3, 4, 0.4), (4, 8, 0.5))]
+    r = rp.build_report(cfg, history=history, batches={}, labels=labels, annotations=annotations,
+                        decisions=decisions, random_points=pts, quality={"ann": 0.9}, stopped=True)
+    assert (r["labels"], r["annotations"], r["spent"]) == (20, 23, 11.5)
+    assert r["cost_per_label"] == pytest.approx(11.5 / 20)
+    assert r["metric"] == 0.7 and r["metric_labels"] == 20
+    assert r["random_needed"]["labels"] is None or r["random_needed"]["labels"] > 0
+    if r["saved_labels"] is not None:
+        assert r["saved_labels"] == pytest.approx(r["random_needed"]["labels"] - 20)
+        assert r["saved_money"] == pytest.approx(r["saved_labels"] * 11.5 / 20)
+    ann = {a["annotator"]: a for a in r["annotators"]}
+    assert ann["ann"]["submitted"] == 11 and ann["ann"]["skipped"] == 1
+    assert ann["bob"]["submitted"] == 12 and ann["ann"]["estimated_accuracy"] == 0.9
+    agree_bob = sum(1 for i in range(0, 23, 2) if i % 5) / 12
+    assert ann["bob"]["agreement"] == pytest.approx(agree_bob)
+    assert r["drift"] == [{"cycle": 1, "drifted": False, "max_psi": 0.1, "worst_feature": "f1", "drifted_features": []}]
+    page = rp.render_html(r, report_figures(r), {"MLflow": "http://x/#/runs/1"})
+    assert "<script>" not in page and "&lt;script&gt;" in page
+    assert page.count("data:image/png;base64,") == 2
+    assert "11.50" in page and "label_budget" in page and "http://x/#/runs/1" in page
