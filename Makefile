@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: help install test test-fast lint demo demo-sim demo-clean down bench bench-quick clean labelstudio-start labelstudio-stop
+.PHONY: help install chromium test test-fast lint demo demo-sim demo-clean down bench bench-quick clean labelstudio-start labelstudio-stop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -31,7 +31,14 @@ $(CURDIR)/.tools/bin/uv:
 
 install: .venv/.synced  ## create .venv from uv.lock
 
-test: install  ## the whole suite: unit, behaviour, simulation, and integration against a real Label Studio
+# The browser tests (tests/browser/) drive Debian's Chromium through Playwright's
+# Python driver; no browser is ever downloaded by a test tool. Installed as root when absent.
+chromium:  ## Debian's chromium for the browser tests (apt-get, only when /usr/bin/chromium is absent)
+	@if [ ! -x /usr/bin/chromium ]; then \
+	  apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends chromium; \
+	fi
+
+test: install chromium  ## the whole suite: unit, behaviour, simulation, and integration against a real Label Studio
 	$(RUN) ruff check .
 	$(RUN) pytest
 
