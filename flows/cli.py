@@ -5,6 +5,7 @@
     loopwise deploy CAMPAIGN       register the campaign's Prefect deployment
     loopwise status CAMPAIGN       cycle, labels, money, metric, open batch, last decision
     loopwise report CAMPAIGN       the HTML report (also logged to MLflow and Prefect)
+    loopwise annotate CAMPAIGN     simulated annotators answer the open tasks (to try it out)
     loopwise strategies            the query strategies
     loopwise simulate              a simulated campaign on a bundled dataset
 
@@ -36,6 +37,7 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 app.registered_commands.extend(_library_app.registered_commands)
+app.registered_groups.extend(_library_app.registered_groups)
 
 err = Console(stderr=True)
 out = Console()
@@ -179,7 +181,7 @@ def status(campaign: CampaignArg) -> None:
     store = campaign_store(cfg.storage_root, cfg.name)
     rec = campaign_records(store)
     state = rec["state"]
-    table = Table(title=f"campaign {cfg.name}", show_header=False, title_justify="left")
+    table = Table(title=f"campaign {cfg.name}", show_header=False, title_justify="left", box=None)
     table.add_column(style="bold")
     table.add_column()
     if state["stage"] == "new":
@@ -313,6 +315,53 @@ def deploy(
         f"start a worker:   prefect worker start --pool {pool}\n"
         f"start the first run:   prefect deployment run {cfg.deployment}",
         highlight=False,
+    )
+
+
+@app.command()
+def annotate(
+    campaign: CampaignArg,
+    profiles: Annotated[Path, typer.Option(help="the simulated annotators")] = Path(
+        "configs/annotators.yaml"
+    ),
+    seed: Annotated[int, typer.Option(help="seeds the annotators' answers")] = 0,
+) -> None:
+    """Let simulated annotators answer the campaign's open Label Studio tasks.
+
+    For trying a campaign without people: each annotator answers from the data's label
+    column with its own accuracy (see ``configs/annotators.yaml``).
+    """
+    import os
+
+    from tasks.annotators import load_profiles, simulate_annotators
+    from tasks.demo import _project_id, _truth
+
+    cfg = _load(campaign)
+    if cfg.data.label_column is None:
+        _fail(f"{campaign}: simulated annotators answer from data.label_column, and there is none", 2)
+    token = os.environ.get(cfg.labelstudio.token_env)
+    if not token:
+        _fail(f"environment variable {cfg.labelstudio.token_env} is not set (the Label Studio token)", 2)
+    pid = _project_id(cfg, token)
+    if pid is None:
+        _fail(f"no Label Studio project {cfg.project_title!r} yet: `loopwise run {campaign}` first", 2)
+    with _steps() as progress:
+        progress.add_task(f"annotating the open tasks of project {pid}", total=None)
+        done = simulate_annotators(
+            cfg.labelstudio.url,
+            token,
+            pid,
+            _truth(cfg),
+            load_profiles(profiles),
+            labels=cfg.labels,
+            data_kind=cfg.data.kind,
+            random_state=seed,
+        )
+    who = ", ".join(f"{k} {v}" for k, v in done["per_annotator"].items())
+    out.print(
+        f"{cfg.name}: {done['posted']} answers posted ({done['skipped']} skips): {who}",
+        highlight=False,
+        soft_wrap=True,
     )
 
 

@@ -306,7 +306,7 @@ def campaign_yaml(
 
     lines = [
         f"# Campaign {name}, written by `loopwise init {source}`.",
-        "# Every key is described in configs/README.md; edit the budget and costs first.",
+        "# Every key is described in README.md (Configuration); edit the budget and costs first.",
         f"name: {name}",
         "data:",
         f"  source: {dump(source)}",

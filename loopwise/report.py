@@ -282,7 +282,10 @@ def _f(v: Any, fmt: str = "{:.4f}", none: str = "—") -> str:
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_cols: set[int] = frozenset()) -> str:
-    head = "".join(f"<th>{html.escape(h)}</th>" for h in header)
+    head = "".join(
+        f'<th style="text-align:left">{html.escape(h)}</th>' if i in text_cols else f"<th>{html.escape(h)}</th>"
+        for i, h in enumerate(header)
+    )
     body = "".join(
         "<tr>"
         + "".join(
@@ -309,7 +312,9 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes], links: 
             f"Random labeling would have needed about <b>{need['labels']:,.0f}</b> labels to reach "
             f"{_f(r['metric'])}; the campaign used {r['metric_labels']:,}. "
             f"Saved: <b>{r['saved_labels']:,.0f} labels ≈ {r['saved_money']:,.2f}</b> "
-            f"(at {_f(r['cost_per_label'], '{:.3f}')} per accepted label)."
+            f"(at {_f(r['cost_per_label'], '{:.3f}')} per accepted label). "
+            f"An estimate: the random-labeling curve is extrapolated from models trained on "
+            f"up to {need['max_labels']} control labels ({need['from_points']} points)."
         )
         saved_kpi = f"{r['saved_money']:,.2f}"
     elif need and need.get("labels") is None:

@@ -150,7 +150,9 @@ def run_demo(campaign: str, timeout: float) -> int:
         f"model loopwise-{cfg.name}@champion)\n"
         f"  Label Studio  {cfg.labelstudio.url}/projects/{pid}  (login {lss.USERNAME}; password in "
         f"{LS_DATA}/.loopwise-credentials.json)\n"
-        f"  State         {store.uri('state.json')}"
+        f"  State         {store.uri('state.json')}\n"
+        f"  Report        {store.uri('reports/report.html')}  (written at the stop; "
+        f"`uv run loopwise report {campaign}` rebuilds it)"
     )
     return 0
 

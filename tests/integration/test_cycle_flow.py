@@ -312,6 +312,22 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
         )
     assert found and f"{report['labels']:,}" in found[-1].data
 
+    # The command line reads the same campaign: status from the store, report on demand.
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    cli = CliRunner()
+    res = cli.invoke(app, ["status", str(campaign)])
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line for line in res.output.splitlines() if line.strip()}
+    assert rows["labels"].split()[-1] == str(len(labels))
+    assert "STOP" in res.output and f"{paid * 0.1:,.2f}" in res.output
+    res = cli.invoke(app, ["report", str(campaign), "--output", str(tmp_path / "r.html")])
+    assert res.exit_code == 0, res.output
+    assert f"{len(labels):,} labels" in res.output
+    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") == 2
+
 
 def _pid(ls_client, cfg) -> int:
     (project,) = [p for p in ls_client.projects.list(title=cfg.project_title) if p.title == cfg.project_title]
@@ -343,7 +359,12 @@ def test_a_campaign_on_s3_storage_keeps_its_state_ledgers_and_snapshots_in_the_b
     name = f"s3test-{next(_names)}"
     root = f"s3://{s3_server['bucket']}/campaigns"
     campaign = _write_campaign(tmp_path, label_studio, name=name, storage_root=root)
-    assert cycle(campaign=str(campaign))["status"] == "dispatched"  # cold start
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    res = CliRunner().invoke(app, ["run", str(campaign)])  # cold start, from the command line
+    assert res.exit_code == 0 and f"{name}: dispatched" in res.output, res.output
     _annotate(label_studio, campaign, seed=1)
     out = cycle(campaign=str(campaign))
     while out["status"] == "waiting":  # disputes sent back for another answer
@@ -363,3 +384,59 @@ def test_a_campaign_on_s3_storage_keeps_its_state_ledgers_and_snapshots_in_the_b
     state = store.read_json("state.json")
     assert state["cycle"] == 1 and state["stage"] == "waiting"
     assert len(_server_items(ls_client, f"Loopwise {name}")) == 16 + 20
+
+
+def test_loopwise_deploy_registers_the_campaign_deployment(harness, label_studio, tmp_path):
+    from prefect.client.orchestration import get_client
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    name = f"deploytest-{next(_names)}"
+    campaign = _write_campaign(tmp_path, label_studio, name=name)
+    res = CliRunner().invoke(app, ["deploy", str(campaign), "--pool", "loopwise-test"])
+    assert res.exit_code == 0, res.output
+    with get_client(sync_client=True) as client:
+        dep = client.read_deployment_by_name(f"cycle/{name}")
+        pool = client.read_work_pool("loopwise-test")
+    assert dep.parameters == {"campaign": str(campaign.resolve())}
+    assert dep.work_pool_name == "loopwise-test" and pool.type == "process"
+    assert dep.entrypoint == "flows/cycle.py:cycle" and dep.enforce_parameter_schema
+    # Deploying again updates the same deployment.
+    assert CliRunner().invoke(app, ["deploy", str(campaign), "--pool", "loopwise-test"]).exit_code == 0
+    with get_client(sync_client=True) as client:
+        assert client.read_deployment_by_name(f"cycle/{name}").id == dep.id
+
+
+def test_pool_scoring_on_a_dask_cluster_matches_local_threads(harness):
+    from distributed import LocalCluster
+    from prefect_dask import DaskTaskRunner
+    from sklearn.linear_model import LogisticRegression
+
+    from flows.cycle import score_pool
+
+    X, y = make_classification(n_samples=3000, n_features=8, n_classes=3, n_informative=5, random_state=1)
+    model = LogisticRegression(max_iter=500).fit(X[:200], y[:200])
+    pool = X[200:]
+
+    @flow_for_test
+    def local() -> list:
+        return score_pool.fn(model, pool, 25, "margin", {}, 0, 4)
+
+    expected = local()
+    with LocalCluster(
+        n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://", host="127.0.0.1",
+        dashboard_address=None,
+    ) as cluster:
+        on_dask = score_pool.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        got = on_dask(model, pool, 25, "margin", {}, 0, 4)
+    assert len(got) == len(expected) == 4
+    for (gi, gs), (ei, es) in zip(got, expected, strict=True):
+        np.testing.assert_array_equal(gi, ei)
+        np.testing.assert_allclose(gs, es)
+
+
+def flow_for_test(fn):
+    from prefect import flow
+
+    return flow(name="local-scoring")(fn)
