@@ -45,8 +45,8 @@ test: install chromium  ## the whole suite: unit, behaviour, simulation, and int
 test-fast: install  ## the suite without the slow and the server tests
 	$(RUN) pytest -m "not slow and not integration"
 
-labelstudio-start: install  ## start a local Label Studio (127.0.0.1); URL and token in .loopwise/labelstudio.env
-	$(RUN) python -m tasks.labelstudio_server start
+labelstudio-start: install  ## start a local Label Studio on 127.0.0.1:8080; URL and token in .loopwise/labelstudio.env
+	$(RUN) python -m tasks.labelstudio_server start --port 8080
 
 labelstudio-stop: install  ## stop it (by process id)
 	$(RUN) python -m tasks.labelstudio_server stop

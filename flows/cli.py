@@ -15,6 +15,7 @@ reads the campaign's store alone.
 
 from __future__ import annotations
 
+import os
 import re
 import sys
 from pathlib import Path
@@ -38,6 +39,18 @@ app = typer.Typer(
 )
 app.registered_commands.extend(_library_app.registered_commands)
 app.registered_groups.extend(_library_app.registered_groups)
+
+@app.callback()
+def _offline() -> None:
+    """Loopwise command line."""
+    # Nothing phones home from a command (the Makefile sets the same for its targets).
+    for key, value in (
+        ("PREFECT_SERVER_ANALYTICS_ENABLED", "false"),
+        ("DO_NOT_TRACK", "1"),
+        ("GX_ANALYTICS_ENABLED", "false"),
+    ):
+        os.environ.setdefault(key, value)
+
 
 err = Console(stderr=True)
 out = Console()
@@ -129,7 +142,13 @@ def init(
         step = progress.add_task(f"writing {suite_path} and {config_path}", total=None)
         suite = infer.expectation_suite(inf, campaign)
         text = infer.campaign_yaml(
-            inf, name=campaign, source=data_file, suite_path=str(suite_path), holdout=holdout
+            inf,
+            name=campaign,
+            source=data_file,
+            suite_path=str(suite_path),
+            holdout=holdout,
+            # the Label Studio of `source .loopwise/labelstudio.env`, when there is one
+            labelstudio_url=os.environ.get("LABEL_STUDIO_URL") or "http://127.0.0.1:8080",
         )
         import json
 
@@ -266,6 +285,8 @@ def run(
             result: dict[str, Any] = cycle(campaign=str(campaign), batch_size=batch_size, strategy=strategy)
         except ConfigError as e:
             _fail(str(e), 2)
+        except Exception as e:  # the flow run logged the traceback above
+            _fail(f"the run failed ({type(e).__name__}: {e}); run it again once fixed: nothing is lost")
     out.print(f"{cfg.name}: {result.get('status')}", highlight=False)
 
 

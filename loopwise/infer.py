@@ -292,6 +292,7 @@ def campaign_yaml(
     source: str,
     suite_path: str,
     holdout: str | None = None,
+    labelstudio_url: str = "http://127.0.0.1:8080",
 ) -> str:
     """The campaign config file, with a comment on each key a user is likely to change."""
     import yaml
@@ -340,7 +341,7 @@ def campaign_yaml(
         "  cost_per_annotation: 0.10     # what one annotation costs you",
         "  value_per_point: 10.0         # what one point (0.01) of accuracy is worth to you",
         "labelstudio:",
-        "  url: http://127.0.0.1:8080",
+        f"  url: {dump(labelstudio_url)}",
         "  token_env: LABEL_STUDIO_API_KEY",
         "storage_root: .loopwise/store",
         "mlflow:",

@@ -133,6 +133,9 @@ def random_curve(
         label_of = {r["item_id"]: str(r["label"]) for r in have}
         y = np.array([label_of[i] for i in ids])
         if np.unique(y).size < 2:
+            # One class seen: what random labeling bought is a model that predicts it.
+            acc = float(np.mean(y_hold == y[0]))
+            out.append({"cycle": k, "labels": len(ids), "accuracy": acc})
             continue
         frame = by_id.loc[ids].reset_index(drop=True)
         X_lab, X_hold = model_inputs(cfg, frame, holdout)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -106,7 +107,7 @@ def log_cycle(
                 "macro_f1": metrics["macro_f1"],
                 "labels": labels_used,
                 "cost_spent": cost,
-                **{f"f1.{k}": v for k, v in metrics["per_class_f1"].items()},
+                **per_class_metrics("f1", metrics["per_class_f1"]),
             },
             step=step,
         )
@@ -147,6 +148,26 @@ def log_cycle(
         }
         mlflow.set_tags({"loopwise.result": json.dumps(result), "loopwise.logged": "true"})
     return result
+
+
+_NAME_OK = re.compile(r"[^A-Za-z0-9_\-. :/]")
+_SPELLED = {"<": "lt", ">": "gt", "=": "eq", "+": "plus", "%": "pct", "*": "star", "!": "not"}
+
+
+def per_class_metrics(prefix: str, values: dict[str, float]) -> dict[str, float]:
+    """``{prefix}.{label}`` metric names that MLflow accepts, distinct for distinct labels.
+
+    MLflow allows letters, digits, ``_-. :/`` only: ``<=50K`` becomes ``lteq50K``; names
+    that still collide get the label's position as a suffix.
+    """
+    out: dict[str, float] = {}
+    for i, (label, v) in enumerate(values.items()):
+        name = "".join(_SPELLED.get(ch, ch) for ch in str(label))
+        name = f"{prefix}.{_NAME_OK.sub('_', name)}"
+        if name in out:
+            name = f"{name}_{i}"
+        out[name] = v
+    return out
 
 
 def _as_uri(location: str) -> str:

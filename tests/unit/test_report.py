@@ -132,3 +132,12 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count("data:image/png;base64,") == 2
     assert "11.50" in page and "label_budget" in page and "http://x/#/runs/1" in page
+
+
+def test_random_curve_with_one_class_seen_predicts_that_class():
+    df = pd.DataFrame({"p": range(40), "y": ["a"] * 30 + ["b"] * 10, "item_id": [f"i{i}" for i in range(40)]})
+    pool, holdout = df.iloc[:20], df.iloc[20:]  # holdout: 10 a, 10 b
+    batches = {0: [{"item_id": "i0", "control": True}, {"item_id": "i1", "control": True}]}
+    labels = [{"item_id": "i0", "label": "a", "cycle": 0}, {"item_id": "i1", "label": "a", "cycle": 0}]
+    (pt,) = rp.random_curve(_cfg(), pool, holdout, batches, labels, cycles=[1])
+    assert pt == {"cycle": 1, "labels": 2, "accuracy": 0.5}
