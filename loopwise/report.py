@@ -427,7 +427,7 @@ The random-labeling curve is the holdout accuracy of models trained on the contr
 <h2>Annotators</h2>
 <p class="muted">Agreement: share of an annotator's answers equal to the accepted consensus label.
 Estimated accuracy: Dawid–Skene's estimate at the last consensus.</p>
-{_table(['annotator', 'submitted', 'skipped', 'agreement', 'estimated accuracy'], ann_rows)}
+{_table(['annotator (Label Studio user)', 'submitted', 'skipped', 'agreement', 'estimated accuracy'], ann_rows)}
 <h2>Drift</h2>
 <p class="muted">Population stability index between the labeled snapshot and the unlabeled pool, per cycle.</p>
 {_table(['cycle', 'max PSI', 'worst feature', 'drifted'], drift_rows, {2})}

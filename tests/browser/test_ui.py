@@ -6,8 +6,9 @@ deployment of ``prefect.yaml`` run on a campaign file in a temporary folder (30 
 batch, stopped by its currency budget after two cycles), with the simulated annotators
 of ``make demo`` playing between runs. Then each UI is opened in Debian's Chromium,
 driven by Playwright's bundled driver (no browser download, ever), the page's text is
-checked, and a full-page screenshot goes to ``docs/screenshots/`` (or
-``$LOOPWISE_SCREENSHOTS``).
+checked, and a screenshot goes to ``.loopwise/screenshots/`` (or
+``$LOOPWISE_SCREENSHOTS``; ``LOOPWISE_SCREENSHOTS=docs/screenshots`` refreshes the
+README's pictures).
 
     uv run --locked --no-sync pytest tests/browser -m browser
 """
@@ -30,7 +31,7 @@ from tests.browser.stack import REPO, Stack, run_campaign, running_stack
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
 CHROMIUM = Path("/usr/bin/chromium")
-SHOTS = Path(os.environ.get("LOOPWISE_SCREENSHOTS") or REPO / "docs" / "screenshots")
+SHOTS = Path(os.environ.get("LOOPWISE_SCREENSHOTS") or REPO / ".loopwise" / "screenshots")
 # What the machine's closed network needs (see the Makefile's `chromium` target).
 CHROMIUM_ARGS = [
     "--headless",
@@ -313,3 +314,35 @@ def test_labelstudio_ui(campaign, page) -> None:
     guess = first[0]["predictions"][0]["result"][0]["value"]["choices"][0]
     assert f"choices: [{guess}]" in body
     _shot(page, "labelstudio-tasks.png")
+
+
+# --------------------------------------------------------------------------- the report
+
+
+def test_report_page(campaign, page) -> None:
+    """The campaign report written at the stop: one self-contained page, figures loaded."""
+    import time
+
+    from tasks.state import campaign_store
+
+    _, result = campaign
+    cfg = result["cfg"]
+    store = campaign_store(cfg.storage_root, cfg.name)
+    deadline = time.monotonic() + 180  # the report flow runs right after the state says stopped
+    while not store.exists("reports/report.json"):
+        assert time.monotonic() < deadline, "no report after the stop"
+        time.sleep(1)
+    r = store.read_json("reports/report.json")
+    page.goto(store.path("reports/report.html").as_uri())
+    _see(
+        page,
+        f"Loopwise report — {cfg.name}",
+        "What the labels bought",
+        "Stop decisions",
+        "Annotators",
+        f"{r['spent']:,.2f}",
+    )
+    assert r["labels"] == result["state"]["history"][-1]["labels"]
+    widths = page.eval_on_selector_all("img", "els => els.map(e => e.naturalWidth)")
+    assert len(widths) == 2 and min(widths) > 0, widths
+    _shot(page, "report.png")
