@@ -73,6 +73,7 @@ bench: install  ## label efficiency, selection cost (vs modAL, scikit-activeml),
 	$(RUN) python bench/label_efficiency.py
 	$(RUN) python bench/selection_cost.py
 	$(RUN) python bench/labelstudio_io.py
+	$(RUN) python bench/control_share.py
 
 bench-quick: install  ## a shorter bench (fewer seeds, smaller pools) for a quick look
 	$(RUN) python bench/label_efficiency.py --quick

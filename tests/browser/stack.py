@@ -26,13 +26,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import yaml
 
 from tasks import labelstudio_server as lss
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
-CAMPAIGN = "letter-demo"  # prefect.yaml deploys cycle/letter-demo: the name must match
+CAMPAIGN = "digits-demo"  # `loopwise deploy` registers cycle/digits-demo
 
 
 def free_port() -> int:
@@ -157,26 +158,57 @@ class Stack:
 
 
 def campaign_yaml(tmp: Path, ls_url: str, mlflow_db: Path) -> Path:
-    """``configs/demo.yaml`` made short and private: tmp storage, MLflow and Label Studio."""
-    cfg = yaml.safe_load((REPO / "configs" / "demo.yaml").read_text())
-    cfg["name"] = CAMPAIGN
-    data = cfg["data"]
-    for key in ("source", "validation_suite"):
-        if data.get(key) and "://" not in data[key]:
-            data[key] = str((REPO / data[key]).resolve())
-    data["max_rows"] = 3000
-    cfg.update(cold_start_size=30, batch_size=30, stop_set_size=500)
+    """A short private campaign on scikit-learn's bundled digits (no dataset download, no
+    ``../shared``), its config and suite written by ``loopwise init`` as a user would."""
+    from sklearn.datasets import load_digits
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+
+    digits = load_digits()
+    frame = pd.DataFrame(digits.data.astype(int), columns=[f"px{i}" for i in range(64)])
+    frame["digit"] = [f"d{v}" for v in digits.target]
+    source = tmp / f"{CAMPAIGN}.csv"
+    frame.to_csv(source, index=False)
+    done = CliRunner().invoke(
+        app,
+        [
+            "init",
+            str(source),
+            "--label-column",
+            "digit",
+            "--configs-dir",
+            str(tmp),
+            "--expectations-dir",
+            str(tmp),
+        ],
+        env={"LABEL_STUDIO_URL": ls_url},
+    )
+    if done.exit_code != 0:
+        raise RuntimeError(f"loopwise init failed:\n{done.output}")
+    path = tmp / f"{CAMPAIGN}.yaml"
+    cfg = yaml.safe_load(path.read_text())
+    cfg.update(
+        cold_start_size=30,
+        batch_size=30,
+        stop_set_size=500,
+        annotators_per_item=2,
+        max_annotations_per_item=4,
+    )
     # Stops after two cycles: the currency budget (0.08 an annotation, 2 per item) leaves
-    # room for the second batch but not the third; 90 labels would stop the fourth.
-    cfg["budget"].update(labels=90, currency=15.0)
-    cfg["labelstudio"]["url"] = ls_url
+    # room for the second batch but not the third.
+    cfg["budget"] = {
+        "labels": 90,
+        "currency": 15.0,
+        "cost_per_annotation": 0.08,
+        "value_per_point": 4.0,
+    }
     cfg["storage_root"] = str(tmp / "store")
     cfg["mlflow"] = {
         "tracking_uri": f"sqlite:///{mlflow_db}",
         "artifact_location": (tmp / "mlartifacts").as_uri(),
     }
-    cfg.setdefault("schedule", {})["recheck_seconds"] = 3
-    path = tmp / "campaign.yaml"
+    cfg["schedule"] = {"recheck_seconds": 3}
     path.write_text(yaml.safe_dump(cfg, sort_keys=False))
     return path
 
@@ -185,9 +217,9 @@ def campaign_yaml(tmp: Path, ls_url: str, mlflow_db: Path) -> Path:
 def running_stack(tmp: Path, ls_work_dir: Path | None = None) -> Iterator[Stack]:
     """Label Studio, a Prefect server (with its UI), the MLflow server and a process worker.
 
-    All on free ports of 127.0.0.1 with their data under ``tmp``; the ``cycle/letter-demo``
-    deployment of ``prefect.yaml`` deployed to this Prefect server, pointing at a campaign
-    file in ``tmp``. Everything is stopped by process id on exit.
+    All on free ports of 127.0.0.1 with their data under ``tmp``; the campaign in ``tmp``
+    registered on this Prefect server by ``loopwise deploy`` (``cycle/digits-demo``).
+    Everything is stopped by process id on exit.
     """
     tmp.mkdir(parents=True, exist_ok=True)
     prefect_port, mlflow_port = free_port(), free_port()
@@ -259,7 +291,17 @@ def running_stack(tmp: Path, ls_work_dir: Path | None = None) -> Iterator[Stack]
         wait_http(f"{stack.prefect_api}/health", prefect_server, timeout=240)
         wait_http(f"{mlflow_url}/health", mlflow_server, timeout=240)
         stack.prefect("work-pool", "create", "loopwise", "--type", "process")
-        stack.prefect("--no-prompt", "deploy", "--name", CAMPAIGN)
+        deployed = subprocess.run(
+            [str(BIN / "loopwise"), "deploy", str(stack.campaign_file), "--pool", "loopwise"],
+            env={**os.environ, **env},
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=300,
+            stdin=subprocess.DEVNULL,
+        )
+        if deployed.returncode != 0:
+            raise RuntimeError(f"loopwise deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
         stack.spawn(
             "prefect-worker",
             [str(BIN / "prefect"), "worker", "start", "--pool", "loopwise", "--limit", "1"],
@@ -275,7 +317,12 @@ def running_stack(tmp: Path, ls_work_dir: Path | None = None) -> Iterator[Stack]
 
 def _failed_runs(stack: Stack) -> list[tuple[str, str]]:
     """(name, state) of every flow run that failed or crashed on this Prefect server."""
-    body = {"flow_runs": {"state": {"type": {"any_": ["FAILED", "CRASHED"]}}}}
+    return _runs_in(stack, ["FAILED", "CRASHED"])
+
+
+def _runs_in(stack: Stack, states: list[str]) -> list[tuple[str, str]]:
+    """(name, state) of every flow run in one of ``states`` on this Prefect server."""
+    body = {"flow_runs": {"state": {"type": {"any_": states}}}}
     req = urllib.request.Request(
         f"{stack.prefect_api}/flow_runs/filter",
         data=json.dumps(body).encode(),
@@ -305,7 +352,8 @@ def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
     start = time.monotonic()
     while True:
         state = read_state(store)
-        if state.get("stopped"):
+        # Stopped, and the run that stopped it finished too (it writes the report last).
+        if state.get("stopped") and not _runs_in(stack, ["RUNNING", "PENDING"]):
             break
         if time.monotonic() - start > timeout:
             raise TimeoutError(

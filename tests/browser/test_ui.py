@@ -1,9 +1,10 @@
 """End to end, in headless Chromium: the three UIs after a short real demo campaign.
 
 One module-scoped campaign (``stack.py``): a private Label Studio, Prefect server,
-MLflow server and process worker on free ports of 127.0.0.1, the ``cycle/letter-demo``
-deployment of ``prefect.yaml`` run on a campaign file in a temporary folder (30 items a
-batch, stopped by its currency budget after two cycles), with the simulated annotators
+MLflow server and process worker on free ports of 127.0.0.1; scikit-learn's digits as
+the user's CSV, its campaign written by ``loopwise init`` and registered by ``loopwise
+deploy`` (``cycle/digits-demo``; 30 items a batch, stopped by its currency budget after
+two cycles), with the simulated annotators
 of ``make demo`` playing between runs. Then each UI is opened in Debian's Chromium,
 driven by Playwright's bundled driver (no browser download, ever), the page's text is
 checked, and a screenshot goes to ``.loopwise/screenshots/`` (or
