@@ -26,7 +26,7 @@ One cycle's compute, timed two ways in one process, interleaved, median of
     the tasks ``load_pool``, ``split_holdout``, ``labeled_snapshot`` (Parquet snapshot
     in the Store), ``fit``, ``evaluate``, ``log_cycle`` (MLflow run, figures, dataset,
     registered model, champion alias), ``stopping_decision``, ``log_decision``,
-    ``score_partition.map`` with ``unmapped(...)``, ``select_batch``; ledgers, the stop
+    ``score_pool`` (the cycle's ``score_partition.map``), ``select_batch``; ledgers, the stop
     set, checkpoints and ``state.json`` through ``tasks.state`` / the Store. Label
     Studio (collect, consensus, dispatch, schedule) is left out: its I/O has its own
     benchmark (bench/labelstudio_io.py). The drift check is left out of both paths.
@@ -311,13 +311,14 @@ def flows() -> dict[str, Any]:
     """The warm-up flow and the orchestrated cycle (Prefect, MLflow and tasks imported here)."""
     if _FLOWS:
         return _FLOWS
-    from prefect import flow, unmapped
+    from prefect import flow
 
     from flows._common import stop_set_ids
+    from flows.cycle import score_pool
     from tasks.data import load_pool, split_holdout
     from tasks.decide import stopping_decision
     from tasks.evaluate import log_cycle, log_decision
-    from tasks.score import partitions, score_partition, select_batch
+    from tasks.score import select_batch
     from tasks.state import campaign_store, checkpoint, read_state, save_checkpoint, write_state
     from tasks.train import evaluate, fit, labeled_snapshot
 
@@ -397,17 +398,9 @@ def flows() -> dict[str, Any]:
         n = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
         name, params_ = cfg.strategy.name, dict(cfg.strategy.params)
         with _step("score"):
-            parts = partitions(X_cand, cfg.score_partitions)
-            futures = score_partition.map(
-                unmapped(model),
-                [p for p, _ in parts],
-                [o for _, o in parts],
-                unmapped(n),
-                unmapped(name),
-                unmapped(params_),
-                unmapped(cfg.seed + k),
+            scored = score_pool.fn(
+                model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions
             )
-            scored = [f.result() for f in futures]
         with _step("select"):
             picked, scores = select_batch(
                 model, X_cand, scored, n, name, params_, cfg.seed + k, X_lab, y_lab

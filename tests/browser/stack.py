@@ -30,6 +30,7 @@ import pandas as pd
 import yaml
 
 from tasks import labelstudio_server as lss
+from tasks import servers
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -80,26 +81,7 @@ def _group_alive(pgid: int) -> bool:
 
 def wait_http(url: str, proc: Proc, timeout: float) -> None:
     """Wait until ``url`` answers below 500; fail early with the log if the process died."""
-    deadline = time.monotonic() + timeout
-    while True:
-        if proc.popen.poll() is not None:
-            raise RuntimeError(
-                f"{proc.name} exited with {proc.popen.returncode}:\n{tail(proc.log)}"
-            )
-        try:
-            with urllib.request.urlopen(url, timeout=3) as r:
-                if r.status < 500:
-                    return
-        except urllib.error.HTTPError as err:
-            if err.code < 500:
-                return
-        except OSError:
-            pass
-        if time.monotonic() > deadline:
-            raise TimeoutError(
-                f"{proc.name}: {url} did not answer in {timeout:.0f} s\n{tail(proc.log)}"
-            )
-        time.sleep(0.5)
+    servers.wait_http(url, timeout, proc.popen, proc.log)
 
 
 @dataclass
