@@ -108,7 +108,7 @@ def report_figures(report: dict) -> dict[str, bytes]:
     hist = report.get("history") or []
     est = {e["cycle"]: e for e in report.get("control_estimates") or []}
     rand = report.get("random_curve") or []
-    fit = (report.get("random_needed") or {}).get("fit")
+    fit = (report.get("random_needed") or {}).get("random_fit")
     per_label = report.get("cost_per_label") or 0.0
     out = {}
     for name, money in (("accuracy_vs_labels", False), ("accuracy_vs_money", True)):
@@ -126,8 +126,8 @@ def report_figures(report: dict) -> dict[str, bytes]:
         if rand:
             ax.plot([p["labels"] * scale for p in rand], [p["accuracy"] for p in rand], "^",
                     color="tab:gray", label="random labeling (control labels only)")
-        if fit and x:
-            n = np.linspace(max(1.0, min(p["labels"] for p in rand)), max(max(x) / max(scale, 1e-12), 1.0) * 1.3, 200)
+        if fit and rand:  # over the measured range only: no extrapolation is drawn
+            n = np.linspace(min(p["labels"] for p in rand), max(p["labels"] for p in rand), 100)
             y = fit["a"] - fit["b"] * n ** (-fit["c"])
             ax.plot(n * scale, y, "--", color="tab:gray", label="random labeling, fitted")
         ax.set_xlabel("money spent" if money else "labels accepted")

@@ -36,7 +36,7 @@ __all__ = [
     "annotator_table",
     "build_report",
     "control_estimates",
-    "labels_to_reach",
+    "random_equivalent",
     "random_curve",
     "render_html",
 ]
@@ -146,20 +146,57 @@ def random_curve(
     return out
 
 
-def labels_to_reach(points: Sequence[Mapping[str, Any]], target: float) -> dict[str, Any] | None:
-    """Labels that random labeling needs to reach ``target``, from a fitted learning curve.
+def random_equivalent(
+    history: Sequence[Mapping[str, Any]],
+    random_points: Sequence[Mapping[str, Any]],
+    pool_size: int | None = None,
+) -> dict[str, Any] | None:
+    """How many random labels the campaign's accuracy is worth, from what was measured.
 
-    Returns None with fewer than 3 distinct label counts; ``labels`` is None when the
-    fitted asymptote stays below the target.
+    Random labeling was measured only up to the control labels (a tenth of the
+    campaign's), so its curve cannot be extrapolated to the campaign's accuracy: on a
+    learning curve far from saturation the asymptote is not identifiable, and such
+    extrapolations run to absurd label counts. Instead the comparison is made where
+    both were measured. At the largest control count ``n_r``, random labeling reached
+    ``acc_r`` (the inverse power law fitted to the control-only models, which smooths
+    one model's noise); the campaign's own fitted curve reaches ``acc_r`` with ``n_c``
+    labels. ``ratio = n_c / n_r`` is the campaign's label efficiency there, and the
+    estimate assumes it holds up to the current accuracy: random labeling would need
+    ``labels / ratio``. Active learning's advantage usually grows with the labels
+    (bench/label_efficiency.py), so this errs low. Capped at ``pool_size``.
+
+    Returns None until both curves have 3 distinct label counts.
     """
-    n = [p["labels"] for p in points]
-    if len(set(n)) < 3:
+    if len({h["labels"] for h in history}) < 3 or len({p["labels"] for p in random_points}) < 3:
         return None
-    fit = fit_learning_curve(n, [p["accuracy"] for p in points])
-    needed = None
-    if fit.a > target and fit.b > 0:
-        needed = float((fit.b / (fit.a - target)) ** (1.0 / fit.c))
-    return {"fit": fit.to_dict(), "labels": needed, "from_points": len(points), "max_labels": max(n)}
+    campaign = fit_learning_curve([h["labels"] for h in history], [h["metric"] for h in history])
+    rand = fit_learning_curve([p["labels"] for p in random_points], [p["accuracy"] for p in random_points])
+    n_r = max(p["labels"] for p in random_points)
+    acc_r = float(rand.predict(n_r))
+    labels = int(history[-1]["labels"])
+    out: dict[str, Any] = {
+        "control_labels": n_r,
+        "random_accuracy": acc_r,
+        "campaign_fit": campaign.to_dict(),
+        "random_fit": rand.to_dict(),
+        "campaign_labels_for_it": None,
+        "ratio": None,
+        "labels": None,
+        "beyond_pool": False,
+    }
+    if not (campaign.b > 0 and campaign.a > acc_r):
+        return out
+    n_c = float((campaign.b / (campaign.a - acc_r)) ** (1.0 / campaign.c))
+    ratio = n_c / n_r
+    out.update(campaign_labels_for_it=n_c, ratio=ratio)
+    if ratio >= 1.0:  # no better than random where both were measured: no saving claimed
+        return out
+    needed = labels / ratio
+    if pool_size is not None and needed > pool_size:
+        out.update(labels=float(pool_size), beyond_pool=True)
+    else:
+        out["labels"] = needed
+    return out
 
 
 def annotator_table(
@@ -206,8 +243,9 @@ def build_report(
     random_points: Sequence[Mapping[str, Any]],
     quality: Mapping[str, float] | None = None,
     stopped: bool = False,
+    pool_size: int | None = None,
 ) -> dict[str, Any]:
-    """Every number of the report, as plain JSON types."""
+    """Every number of the report, as plain JSON types (``pool_size`` caps the estimates)."""
     accepted = {r["item_id"]: str(r["label"]) for r in labels}
     paid = sum(a.get("status") in ("accepted", "rejected") for a in annotations)
     spent = paid * cfg.budget.cost_per_annotation
@@ -243,7 +281,7 @@ def build_report(
         "drift": [_drift_row(k, d["drift"]) for k, d in sorted(decisions.items()) if d.get("drift")],
     }
     if last is not None:
-        reach = labels_to_reach(random_points, float(last["metric"]))
+        reach = random_equivalent(history, random_points, pool_size)
         out["random_needed"] = reach
         if reach and reach["labels"] is not None and out["cost_per_label"] is not None:
             saved = reach["labels"] - last["labels"]
@@ -310,27 +348,39 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes], links: 
     }
     ce = r.get("control_estimate")
     need = r.get("random_needed") or {}
+    if need and need.get("ratio") is not None:
+        compare = (
+            f"At {need['control_labels']} labels, random labeling reached "
+            f"{need['random_accuracy']:.3f} (fitted to the control-only models); the campaign's "
+            f"curve reaches that with {need['campaign_labels_for_it']:,.0f} labels "
+            f"({need['ratio']:.2f}× the labels). "
+        )
+    else:
+        compare = ""
     if r.get("saved_labels") is not None:
-        saving = (
-            f"Random labeling would have needed about <b>{need['labels']:,.0f}</b> labels to reach "
-            f"{_f(r['metric'])}; the campaign used {r['metric_labels']:,}. "
-            f"Saved: <b>{r['saved_labels']:,.0f} labels ≈ {r['saved_money']:,.2f}</b> "
-            f"(at {_f(r['cost_per_label'], '{:.3f}')} per accepted label). "
-            f"An estimate: the random-labeling curve is extrapolated from models trained on "
-            f"up to {need['max_labels']} control labels ({need['from_points']} points)."
+        more = "at least " if need.get("beyond_pool") else "about "
+        saving = compare + (
+            f"If that ratio holds up to the current accuracy, random labeling would need "
+            f"{more}<b>{need['labels']:,.0f}</b> labels to reach {_f(r['metric'])}"
+            f"{' (the whole pool)' if need.get('beyond_pool') else ''}; the campaign used "
+            f"{r['metric_labels']:,}. Saved: <b>{r['saved_labels']:,.0f} labels ≈ "
+            f"{r['saved_money']:,.2f}</b> (at {_f(r['cost_per_label'], '{:.3f}')} per accepted "
+            "label). An estimate that errs low: active learning's lead usually grows with the labels."
         )
         saved_kpi = f"{r['saved_money']:,.2f}"
-    elif need and need.get("labels") is None:
+    elif need and need.get("ratio") is not None:
+        saving = compare + "Where both were measured, the campaign did no better than random labeling: no saving is claimed."
+        saved_kpi = "none measured"
+    elif need:
         saving = (
-            f"The random-labeling curve fitted to the control labels levels off at "
-            f"{_f(need['fit']['a'])}, below the campaign's {_f(r['metric'])}: by that curve, "
-            "random labeling would not reach it at any budget."
+            f"Random labeling's fitted curve is above the campaign's at {need['control_labels']} "
+            "labels: no saving is claimed."
         )
-        saved_kpi = "beyond reach of random"
+        saved_kpi = "none measured"
     else:
         saving = (
-            "Not enough control labels yet: the random-labeling curve needs models at three "
-            "different control-label counts."
+            "Not enough data yet: the comparison needs the campaign's and the control-only "
+            "models' accuracy at three different label counts each."
         )
         saved_kpi = "—"
     kpis = [

@@ -180,6 +180,7 @@ def write_report(
         random_points=points,
         quality=rec["quality"],
         stopped=bool(rec["state"].get("stopped")),
+        pool_size=len(pool),
     )
     links = {}
     if rec["run_url"]:

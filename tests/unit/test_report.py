@@ -65,13 +65,33 @@ def test_control_estimates_compare_the_guess_at_selection_with_the_consensus_lab
     assert pooled["n"] == 10 and pooled["accuracy"] == pytest.approx(0.9)
 
 
-def test_labels_to_reach_inverts_the_fitted_power_law():
-    a, b, c = 0.9, 1.2, 0.5
-    pts = [{"labels": n, "accuracy": a - b * n**-c} for n in (10, 20, 40, 80, 160)]
-    out = rp.labels_to_reach(pts, 0.8)
-    assert out["labels"] == pytest.approx((b / (a - 0.8)) ** (1 / c), rel=0.02)  # 144
-    assert rp.labels_to_reach(pts, 0.95)["labels"] is None  # above the asymptote
-    assert rp.labels_to_reach(pts[:2], 0.5) is None  # too few points to fit
+def _curve(a, b, c, ns, key="metric"):
+    return [{"cycle": i + 1, "labels": n, key: a - b * n**-c} for i, n in enumerate(ns)]
+
+
+def test_random_equivalent_compares_where_both_were_measured():
+    # Campaign: 0.9 - 1.2 n^-0.5; random: 0.9 - 1.2 (n/2)^-0.5, i.e. it needs twice the labels.
+    history = _curve(0.9, 1.2, 0.5, [40, 80, 160, 320])
+    rand = [{"labels": n, "accuracy": 0.9 - 1.2 * (n / 2) ** -0.5} for n in (4, 8, 16, 32)]
+    out = rp.random_equivalent(history, rand)
+    assert out["control_labels"] == 32
+    assert out["random_accuracy"] == pytest.approx(0.9 - 1.2 * 16**-0.5, abs=1e-3)
+    assert out["campaign_labels_for_it"] == pytest.approx(16, rel=0.02)
+    assert out["ratio"] == pytest.approx(0.5, rel=0.02)
+    assert out["labels"] == pytest.approx(640, rel=0.02) and not out["beyond_pool"]
+    capped = rp.random_equivalent(history, rand, pool_size=500)
+    assert capped["labels"] == 500 and capped["beyond_pool"]
+
+
+def test_random_equivalent_claims_nothing_when_random_does_as_well_or_data_is_short():
+    history = _curve(0.9, 1.2, 0.5, [40, 80, 160, 320])
+    same = [{"labels": n, "accuracy": 0.9 - 1.2 * n**-0.5} for n in (4, 8, 16, 32)]
+    out = rp.random_equivalent(history, same)
+    assert out["ratio"] == pytest.approx(1.0, rel=0.02) or out["ratio"] > 1.0
+    better = [{"labels": n, "accuracy": 0.9 - 1.2 * (2 * n) ** -0.5} for n in (4, 8, 16, 32)]
+    assert rp.random_equivalent(history, better)["labels"] is None
+    assert rp.random_equivalent(history[:2], same) is None
+    assert rp.random_equivalent(history, same[:2]) is None
 
 
 def test_random_curve_trains_on_control_labels_only_and_grows_with_them():
@@ -112,16 +132,24 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
             "features": [{"name": "f1", "psi": 0.1}, {"name": "f2", "psi": 0.05}], "drifted_features": []}},
         2: {"stop": True, "rule": "label_budget", "reason": "budget <script>alert(1)</script>"},
     }
-    pts = [{"cycle": k, "labels": n, "accuracy": acc} for k, n, acc in ((2, 2, 0.3), (3, 4, 0.4), (4, 8, 0.5))]
+    history.append({"cycle": 3, "labels": 30, "annotations": 33, "cost": 16.5, "metric": 0.8, "macro_f1": 0.7, "kappa": 0.9})
+    labels += [{"item_id": f"i{i}", "label": "a", "cycle": 2} for i in range(20, 30)]
+    annotations += [
+        {"annotation_id": 100 + i, "item_id": f"i{20 + i}", "annotator": "cyd", "label": "a", "status": "accepted"}
+        for i in range(10)
+    ]
+    pts = [{"cycle": k, "labels": n, "accuracy": acc} for k, n, acc in ((2, 2, 0.05), (3, 4, 0.1), (4, 6, 0.15))]
     r = rp.build_report(cfg, history=history, batches={}, labels=labels, annotations=annotations,
-                        decisions=decisions, random_points=pts, quality={"ann": 0.9}, stopped=True)
-    assert (r["labels"], r["annotations"], r["spent"]) == (20, 23, 11.5)
-    assert r["cost_per_label"] == pytest.approx(11.5 / 20)
-    assert r["metric"] == 0.7 and r["metric_labels"] == 20
-    assert r["random_needed"]["labels"] is None or r["random_needed"]["labels"] > 0
-    if r["saved_labels"] is not None:
-        assert r["saved_labels"] == pytest.approx(r["random_needed"]["labels"] - 20)
-        assert r["saved_money"] == pytest.approx(r["saved_labels"] * 11.5 / 20)
+                        decisions=decisions, random_points=pts, quality={"ann": 0.9}, stopped=True,
+                        pool_size=10_000)
+    assert (r["labels"], r["annotations"], r["spent"]) == (30, 33, 16.5)
+    assert r["cost_per_label"] == pytest.approx(16.5 / 30)
+    assert r["metric"] == 0.8 and r["metric_labels"] == 30
+    need = r["random_needed"]
+    assert 0 < need["ratio"] < 1  # the campaign beat random where both were measured
+    assert need["labels"] == pytest.approx(30 / need["ratio"])
+    assert r["saved_labels"] == pytest.approx(need["labels"] - 30)
+    assert r["saved_money"] == pytest.approx(r["saved_labels"] * 16.5 / 30)
     ann = {a["annotator"]: a for a in r["annotators"]}
     assert ann["ann"]["submitted"] == 11 and ann["ann"]["skipped"] == 1
     assert ann["bob"]["submitted"] == 12 and ann["ann"]["estimated_accuracy"] == 0.9
@@ -131,7 +159,8 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
     page = rp.render_html(r, report_figures(r), {"MLflow": "http://x/#/runs/1"})
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count("data:image/png;base64,") == 2
-    assert "11.50" in page and "label_budget" in page and "http://x/#/runs/1" in page
+    assert "16.50" in page and "label_budget" in page and "http://x/#/runs/1" in page
+    assert f"{r['saved_money']:,.2f}" in page
 
 
 def test_random_curve_with_one_class_seen_predicts_that_class():
