@@ -36,8 +36,8 @@ __all__ = [
     "annotator_table",
     "build_report",
     "control_estimates",
-    "random_equivalent",
     "random_curve",
+    "random_equivalent",
     "render_html",
 ]
 
