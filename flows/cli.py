@@ -378,6 +378,15 @@ def annotate(
             data_kind=cfg.data.kind,
             random_state=seed,
         )
+    if done["starved"]:
+        err.print(
+            f"[yellow]warning:[/] {len(done['starved'])} task(s) want more answers than the "
+            f"{len(done['per_annotator'])} annotators of {profiles} can give "
+            f"({', '.join(done['starved'][:5])}): set max_annotations_per_item to at most "
+            "the number of annotators, or add annotators",
+            highlight=False,
+            soft_wrap=True,
+        )
     who = ", ".join(f"{k} {v}" for k, v in done["per_annotator"].items())
     out.print(
         f"{cfg.name}: {done['posted']} answers posted ({done['skipped']} skips): {who}",

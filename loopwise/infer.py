@@ -335,6 +335,7 @@ def campaign_yaml(
         "  name: cluster_margin          # `loopwise strategies` lists them all",
         "batch_size: 20",
         "annotators_per_item: 1          # 2 or more turns on consensus QC",
+        "max_annotations_per_item: 3     # a dispute gets more answers up to this (at most your annotators)",
         "control_fraction: 0.1           # share of every batch drawn at random (loopwise report)",
         "budget:",
         "  labels: 500",

@@ -137,6 +137,7 @@ def simulate_annotators(
     wanted = None if items is None else {str(i) for i in items}
     to_name = default_to_name(data_kind)
     plan = []
+    starved: list[str] = []  # items that want more answers than there are annotators left
     tasks = [
         t.model_dump(mode="json")
         for t in client.tasks.list(project=project_id, fields="all", page_size=100)
@@ -156,6 +157,8 @@ def simulate_annotators(
             overlap if overlap is not None else max(default_overlap, int(t.get("overlap") or 1))
         )
         need = max(0, target - len(t.get("annotations", [])))
+        if need > len(free):
+            starved.append(item)
         for k in rng.permutation(len(free))[:need]:
             p = free[k]
             label = _answer(p, str(truth[item]), labels, rng)
@@ -191,5 +194,6 @@ def simulate_annotators(
         "posted": len(plan),
         "skipped": sum(s[2] is None for s in plan),
         "per_annotator": per,
+        "starved": starved,
         "users": {name_of[v]: v for v in user_ids.values()},
     }

@@ -410,3 +410,24 @@ def test_cli_simulates_annotators_from_a_profile_file(label_studio, project, tmp
     bad.write_text("annotators:\n  - {name: eve, accuracy: 1.7}\n")
     out = CliRunner().invoke(app, [*args, "--profiles", str(bad)])
     assert out.exit_code != 0 and "annotators.0.accuracy" in out.output
+
+
+def test_tasks_wanting_more_answers_than_there_are_annotators_are_reported(
+    label_studio, project
+):
+    pid, store = project  # overlap 3
+    batch = _batch(4, offset=900)
+    labelstudio.dispatch_batch.fn(
+        label_studio.url, label_studio.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+    )
+    two = [AnnotatorProfile(name=f"pair{i}", accuracy=0.9) for i in range(2)]
+    out = annotators.simulate_annotators(
+        label_studio.url, label_studio.token, pid, _truth(batch), two, labels=LABELS
+    )
+    assert out["posted"] == 4 * 2  # each task gets both, and still wants a third
+    assert sorted(out["starved"]) == sorted(b["item_id"] for b in batch)
+    three = [*two, AnnotatorProfile(name="third", accuracy=0.9)]
+    out = annotators.simulate_annotators(
+        label_studio.url, label_studio.token, pid, _truth(batch), three, labels=LABELS
+    )
+    assert out["posted"] == 4 and out["starved"] == []
