@@ -355,7 +355,7 @@ def annotate(
     import os
 
     from tasks.annotators import load_profiles, simulate_annotators
-    from tasks.demo import _project_id, _truth
+    from tasks.demo import campaign_project_id, ground_truth
 
     cfg = _load(campaign)
     if cfg.data.label_column is None:
@@ -363,7 +363,7 @@ def annotate(
     token = os.environ.get(cfg.labelstudio.token_env)
     if not token:
         _fail(f"environment variable {cfg.labelstudio.token_env} is not set (the Label Studio token)", 2)
-    pid = _project_id(cfg, token)
+    pid = campaign_project_id(cfg, token)
     if pid is None:
         _fail(f"no Label Studio project {cfg.project_title!r} yet: `loopwise run {campaign}` first", 2)
     with _steps() as progress:
@@ -372,7 +372,7 @@ def annotate(
             cfg.labelstudio.url,
             token,
             pid,
-            _truth(cfg),
+            ground_truth(cfg),
             load_profiles(profiles),
             labels=cfg.labels,
             data_kind=cfg.data.kind,

@@ -89,14 +89,16 @@ def _read_env(path: Path) -> dict[str, str]:
     return out
 
 
-def _truth(cfg) -> dict[str, str]:
+def ground_truth(cfg) -> dict[str, str]:
+    """item id → the data's label column: what simulated annotators answer from."""
     from tasks.data import load_pool
 
     df = load_pool.fn(cfg)
     return dict(zip(df["item_id"], df[cfg.data.label_column].astype(str), strict=True))
 
 
-def _project_id(cfg, token: str) -> int | None:
+def campaign_project_id(cfg, token: str) -> int | None:
+    """The campaign's Label Studio project, or None before its first dispatch."""
     from tasks.labelstudio import connect
 
     client = connect(cfg.labelstudio.url, token)
@@ -122,7 +124,7 @@ def run_demo(campaign: str, timeout: float) -> int:
     else:
         out = _prefect("deployment", "run", cfg.deployment, env=env)
         print("• started:", out.stdout.strip().splitlines()[0] if out.stdout else cfg.deployment)
-        truth = _truth(cfg)
+        truth = ground_truth(cfg)
         profiles = load_profiles(REPO / "configs" / "annotators.yaml")
         shown: set = set()
         start, seed = time.monotonic(), 0
@@ -131,7 +133,7 @@ def run_demo(campaign: str, timeout: float) -> int:
             _report(state, shown)
             if state.get("stopped"):
                 break
-            pid = _project_id(cfg, env["LABEL_STUDIO_API_KEY"])
+            pid = campaign_project_id(cfg, env["LABEL_STUDIO_API_KEY"])
             if pid is not None and state["stage"] == "waiting":
                 seed += 1
                 simulate_annotators(
@@ -141,7 +143,7 @@ def run_demo(campaign: str, timeout: float) -> int:
             time.sleep(1)
         else:
             print(f"\nThe campaign did not stop within {timeout:.0f} s; it goes on in the background.")
-    pid = _project_id(cfg, env["LABEL_STUDIO_API_KEY"])
+    pid = campaign_project_id(cfg, env["LABEL_STUDIO_API_KEY"])
     print(
         "\nWhere to look (the servers keep running; `make down` stops them):\n"
         f"  Prefect UI    http://127.0.0.1:{PREFECT_PORT}  (deployment {cfg.deployment}, flow runs, "
