@@ -365,7 +365,10 @@ def test_a_campaign_on_s3_storage_keeps_its_state_ledgers_and_snapshots_in_the_b
 
     res = CliRunner().invoke(app, ["run", str(campaign)])  # cold start, from the command line
     assert res.exit_code == 0 and f"{name}: dispatched" in res.output, res.output
-    _annotate(label_studio, campaign, seed=1)
+    profiles = tmp_path / "annotators.yaml"
+    profiles.write_text(yaml.safe_dump({"annotators": [p.model_dump() for p in PROFILES]}))
+    res = CliRunner().invoke(app, ["annotate", str(campaign), "--profiles", str(profiles)])
+    assert res.exit_code == 0 and f"{name}: 32 answers posted" in res.output, res.output
     out = cycle(campaign=str(campaign))
     while out["status"] == "waiting":  # disputes sent back for another answer
         _annotate(label_studio, campaign, seed=2)
