@@ -49,7 +49,9 @@ class WithControl:
         k = control_count(n, self.fraction)
         picked = [int(i) for i in self.base.query(clf, X_pool, n - k, **kw)]
         self._calls += 1
-        control = draw_control(X_pool.shape[0], picked, k, self.random_state * 100_003 + self._calls)
+        control = draw_control(
+            X_pool.shape[0], picked, k, self.random_state * 100_003 + self._calls
+        )
         return np.asarray(picked + control, dtype=int)
 
 
@@ -58,7 +60,9 @@ def with_control(base: str, fraction: float, random_state: int) -> WithControl:
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--datasets", nargs="+", default=["digits", "letter", "adult"])
     p.add_argument("--seeds", type=int, default=5)
     p.add_argument("--budget", type=int, default=500)
@@ -94,8 +98,14 @@ def main(argv: list[str] | None = None) -> int:
         X, y, model, note = prepare(name, MAX_ROWS)
         t0 = time.time()
         result = run_simulation(
-            X, y, arms, model=model, seeds=range(args.seeds), batch_size=args.batch_size,
-            budget=args.budget, n_jobs=args.jobs,
+            X,
+            y,
+            arms,
+            model=model,
+            seeds=range(args.seeds),
+            batch_size=args.batch_size,
+            budget=args.budget,
+            n_jobs=args.jobs,
         )
         curves = result.curves
         aulc = curves.groupby(["arm", "seed"])["accuracy"].mean().unstack("arm") * 100

@@ -42,7 +42,9 @@ class CampaignContext:
     def load_data(self) -> dict[str, Any]:
         """Pool and holdout, after validation (bad rows quarantined)."""
         df = load_pool(self.cfg)
-        quarantined = quarantine_broken_lines(self.store, self.cfg.data.source, df, self.state["cycle"])
+        quarantined = quarantine_broken_lines(
+            self.store, self.cfg.data.source, df, self.state["cycle"]
+        )
         if self.cfg.data.validation_suite:
             from tasks.validate import validate_pool
 

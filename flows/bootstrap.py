@@ -49,7 +49,9 @@ def bootstrap(
             [*(float(v) for v in np.asarray(scores)), *[None] * len(control)],
             control=[False] * len(picked) + [True] * len(control),
         )
-        selected = save_checkpoint(store, 0, "selected", {"strategy": cfg.strategy.cold_start, "batch": batch})
+        selected = save_checkpoint(
+            store, 0, "selected", {"strategy": cfg.strategy.cold_start, "batch": batch}
+        )
     state = write_state(store, state, stage="selected")
     summary = {"labels": 0, "quarantined": data["quarantined"]}
     return dispatch_and_wait(

@@ -40,6 +40,7 @@ app = typer.Typer(
 app.registered_commands.extend(_library_app.registered_commands)
 app.registered_groups.extend(_library_app.registered_groups)
 
+
 @app.callback()
 def _offline() -> None:
     """Loopwise command line."""
@@ -87,14 +88,30 @@ def _slug(text: str) -> str:
 
 @app.command()
 def init(
-    data_file: Annotated[str, typer.Argument(help="CSV or Parquet, a local path or s3://bucket/key")],
-    name: Annotated[str | None, typer.Option(help="campaign name; default: from the file name")] = None,
-    label_column: Annotated[str | None, typer.Option(help="the ground-truth column, if not inferred")] = None,
-    id_column: Annotated[str | None, typer.Option(help="the unique id column, if not inferred")] = None,
-    text_column: Annotated[str | None, typer.Option(help="the text to label, if not inferred")] = None,
-    labels: Annotated[str | None, typer.Option(help="the label set, comma-separated, if not inferred")] = None,
-    holdout: Annotated[str | None, typer.Option(help="a labeled holdout file (for unlabeled data)")] = None,
-    configs_dir: Annotated[Path, typer.Option(help="where the campaign config goes")] = Path("configs"),
+    data_file: Annotated[
+        str, typer.Argument(help="CSV or Parquet, a local path or s3://bucket/key")
+    ],
+    name: Annotated[
+        str | None, typer.Option(help="campaign name; default: from the file name")
+    ] = None,
+    label_column: Annotated[
+        str | None, typer.Option(help="the ground-truth column, if not inferred")
+    ] = None,
+    id_column: Annotated[
+        str | None, typer.Option(help="the unique id column, if not inferred")
+    ] = None,
+    text_column: Annotated[
+        str | None, typer.Option(help="the text to label, if not inferred")
+    ] = None,
+    labels: Annotated[
+        str | None, typer.Option(help="the label set, comma-separated, if not inferred")
+    ] = None,
+    holdout: Annotated[
+        str | None, typer.Option(help="a labeled holdout file (for unlabeled data)")
+    ] = None,
+    configs_dir: Annotated[Path, typer.Option(help="where the campaign config goes")] = Path(
+        "configs"
+    ),
     expectations_dir: Annotated[Path, typer.Option(help="where the validation suite goes")] = Path(
         "expectations"
     ),
@@ -110,7 +127,9 @@ def init(
     if not force:
         for p in (config_path, suite_path):
             if p.exists():
-                _fail(f"{p} exists; pass --force to overwrite it, or --name for another campaign", 2)
+                _fail(
+                    f"{p} exists; pass --force to overwrite it, or --name for another campaign", 2
+                )
     with _steps() as progress:
         step = progress.add_task(f"reading {data_file}", total=None)
         try:
@@ -118,7 +137,9 @@ def init(
         except (ValueError, FileNotFoundError) as e:
             _fail(str(e), 2)
         bad = df.attrs.get("bad_lines") or []
-        progress.update(step, description=f"read {len(df):,} rows, {df.shape[1]} columns of {data_file}")
+        progress.update(
+            step, description=f"read {len(df):,} rows, {df.shape[1]} columns of {data_file}"
+        )
         progress.stop_task(step)
         step = progress.add_task("inferring the columns and the label set", total=None)
         try:
@@ -170,13 +191,19 @@ def init(
         )
     for w in inf.warnings:
         err.print(f"[yellow]warning:[/] {w}", highlight=False, soft_wrap=True)
-    kind = f"text column {inf.text_column!r}" if inf.text_column else (
-        f"{len(inf.numeric)} numeric and {len(inf.categorical)} categorical features"
+    kind = (
+        f"text column {inf.text_column!r}"
+        if inf.text_column
+        else (f"{len(inf.numeric)} numeric and {len(inf.categorical)} categorical features")
     )
     out.print(
         f"{data_file}: {len(df):,} rows; id {inf.id_column or '(row number)'}, label "
         f"{inf.label_column or '(none)'} with {len(inf.labels)} labels, {kind}"
-        + (f"; ignored {', '.join(f'{c} ({why})' for c, why in inf.ignored.items())}" if inf.ignored else ""),
+        + (
+            f"; ignored {', '.join(f'{c} ({why})' for c, why in inf.ignored.items())}"
+            if inf.ignored
+            else ""
+        ),
         highlight=False,
         soft_wrap=True,
     )
@@ -216,7 +243,9 @@ def status(campaign: CampaignArg) -> None:
     table.add_row("money spent", f"{paid * cfg.budget.cost_per_annotation:,.2f}")
     table.add_row(
         "holdout accuracy",
-        "—" if last is None else f"{last['metric']:.4f} (cycle {last['cycle']}, {last['labels']} labels)",
+        "—"
+        if last is None
+        else f"{last['metric']:.4f} (cycle {last['cycle']}, {last['labels']} labels)",
     )
     if state.get("open_batch"):
         items = state["open_batch"]
@@ -224,7 +253,9 @@ def status(campaign: CampaignArg) -> None:
         table.add_row("open batch", f"{done}/{len(items)} items labeled and accepted")
     d = state.get("decision")
     if d:
-        table.add_row("last decision", f"{'STOP' if d['stop'] else 'go on'} ({d['rule']}): {d['reason']}")
+        table.add_row(
+            "last decision", f"{'STOP' if d['stop'] else 'go on'} ({d['rule']}): {d['reason']}"
+        )
     nxt = state.get("next_run") or {}
     if nxt.get("flow_run_name") and not state.get("stopped"):
         table.add_row("next run", f"{nxt['flow_run_name']} at {nxt.get('scheduled_time')}")
@@ -240,7 +271,9 @@ def report(
     """Write the campaign report: one HTML page, also logged to MLflow and as a Prefect artifact."""
     cfg = _load(campaign)
     with _steps() as progress:
-        progress.add_task(f"building the report of {cfg.name} (one model per cycle on the control labels)")
+        progress.add_task(
+            f"building the report of {cfg.name} (one model per cycle on the control labels)"
+        )
         from flows.report import report as report_flow
 
         result = report_flow(campaign=str(campaign))
@@ -249,10 +282,14 @@ def report(
     if output is not None:
         from tasks.state import campaign_store
 
-        output.write_bytes(campaign_store(cfg.storage_root, cfg.name).read_bytes("reports/report.html"))
+        output.write_bytes(
+            campaign_store(cfg.storage_root, cfg.name).read_bytes("reports/report.html")
+        )
         where = str(output)
     saved = (
-        "—" if r.get("saved_labels") is None else f"{r['saved_labels']:,.0f} labels ≈ {r['saved_money']:,.2f}"
+        "—"
+        if r.get("saved_labels") is None
+        else f"{r['saved_labels']:,.0f} labels ≈ {r['saved_money']:,.2f}"
     )
     ce = r.get("control_estimate")
     out.print(
@@ -282,18 +319,24 @@ def run(
     with _steps() as progress:
         progress.add_task(f"running the next step of {cfg.name}", total=None)
         try:
-            result: dict[str, Any] = cycle(campaign=str(campaign), batch_size=batch_size, strategy=strategy)
+            result: dict[str, Any] = cycle(
+                campaign=str(campaign), batch_size=batch_size, strategy=strategy
+            )
         except ConfigError as e:
             _fail(str(e), 2)
         except Exception as e:  # the flow run logged the traceback above
-            _fail(f"the run failed ({type(e).__name__}: {e}); run it again once fixed: nothing is lost")
+            _fail(
+                f"the run failed ({type(e).__name__}: {e}); run it again once fixed: nothing is lost"
+            )
     out.print(f"{cfg.name}: {result.get('status')}", highlight=False)
 
 
 @app.command()
 def deploy(
     campaign: CampaignArg,
-    pool: Annotated[str, typer.Option(help="the Prefect work pool (created as a process pool if missing)")] = "loopwise",
+    pool: Annotated[
+        str, typer.Option(help="the Prefect work pool (created as a process pool if missing)")
+    ] = "loopwise",
     cron: Annotated[str | None, typer.Option(help="also start a run on this cron schedule")] = None,
 ) -> None:
     """Register the campaign's Prefect deployment (the flow schedules its own next runs)."""
@@ -359,13 +402,20 @@ def annotate(
 
     cfg = _load(campaign)
     if cfg.data.label_column is None:
-        _fail(f"{campaign}: simulated annotators answer from data.label_column, and there is none", 2)
+        _fail(
+            f"{campaign}: simulated annotators answer from data.label_column, and there is none", 2
+        )
     token = os.environ.get(cfg.labelstudio.token_env)
     if not token:
-        _fail(f"environment variable {cfg.labelstudio.token_env} is not set (the Label Studio token)", 2)
+        _fail(
+            f"environment variable {cfg.labelstudio.token_env} is not set (the Label Studio token)",
+            2,
+        )
     pid = campaign_project_id(cfg, token)
     if pid is None:
-        _fail(f"no Label Studio project {cfg.project_title!r} yet: `loopwise run {campaign}` first", 2)
+        _fail(
+            f"no Label Studio project {cfg.project_title!r} yet: `loopwise run {campaign}` first", 2
+        )
     with _steps() as progress:
         progress.add_task(f"annotating the open tasks of project {pid}", total=None)
         done = simulate_annotators(

@@ -65,7 +65,9 @@ def cycle(
 
     if state["stopped"]:
         if budget_labels is None and budget_currency is None:
-            print(f"campaign {cfg.name} stopped at cycle {state['cycle']}: {state['decision']['reason']}")
+            print(
+                f"campaign {cfg.name} stopped at cycle {state['cycle']}: {state['decision']['reason']}"
+            )
             return {"status": "stopped", "decision": state["decision"]}
         # A manual run with a new budget re-opens the decision of the last cycle.
         state = write_state(store, state, stopped=False, stage="trained")
@@ -234,8 +236,11 @@ def cycle(
         params_ = dict(cfg.strategy.params)
         drift = decision.get("drift") or {}
         if drift.get("drifted"):
-            log.warning("pool drifted (max PSI %.3f): this batch uses %s", drift["max_psi"],
-                        cfg.strategy.drift_fallback)
+            log.warning(
+                "pool drifted (max PSI %.3f): this batch uses %s",
+                drift["max_psi"],
+                cfg.strategy.drift_fallback,
+            )
             name, params_ = cfg.strategy.drift_fallback, {}
         n_total = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
         n_control = control_count(n_total, cfg.control_fraction)
@@ -243,16 +248,22 @@ def cycle(
         if cfg.dask_address:
             from prefect_dask import DaskTaskRunner
 
-            on_dask = score_pool.with_options(
-                task_runner=DaskTaskRunner(address=cfg.dask_address)
-            )
+            on_dask = score_pool.with_options(task_runner=DaskTaskRunner(address=cfg.dask_address))
             scored = on_dask(model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions)
         else:
             scored = score_pool.fn(
                 model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions
             )
         picked, scores = select_batch(
-            model, X_cand, scored, n, name, params_, cfg.seed + k, X_lab, snapshot["label"].to_numpy()
+            model,
+            X_cand,
+            scored,
+            n,
+            name,
+            params_,
+            cfg.seed + k,
+            X_lab,
+            snapshot["label"].to_numpy(),
         )
         # The control share: drawn at random from what the strategy did not pick.
         control = draw_control(len(rows_idx), picked, n_control, cfg.seed + k)
@@ -301,4 +312,3 @@ def _describe_next(nxt: dict[str, Any]) -> str:
     if nxt.get("created"):
         return f"{nxt['flow_run_name']} at {nxt['scheduled_time']}"
     return nxt.get("reason", "not scheduled")
-

@@ -247,7 +247,9 @@ class CampaignConfig(_Strict):
     stop_set_size: int = Field(
         1000, gt=0, description="fixed pool sample on which consecutive models are compared"
     )
-    drift_psi_threshold: float = Field(0.25, gt=0, description="PSI above which a batch leans on diversity")
+    drift_psi_threshold: float = Field(
+        0.25, gt=0, description="PSI above which a batch leans on diversity"
+    )
     control_fraction: float = Field(
         0.1,
         ge=0.0,
@@ -286,7 +288,9 @@ class CampaignConfig(_Strict):
     def _budget_not_in_stopping(self) -> CampaignConfig:
         s = self.stopping
         if s.max_labels is not None or s.max_cost is not None:
-            raise ValueError("set budgets under 'budget:' (labels, currency), not under 'stopping:'")
+            raise ValueError(
+                "set budgets under 'budget:' (labels, currency), not under 'stopping:'"
+            )
         return self
 
     # Derived values --------------------------------------------------------------------------

@@ -65,7 +65,9 @@ class Inference:
 
 
 def _row_list(idx: Sequence[int], values: Sequence[Any], limit: int = 5) -> str:
-    shown = ", ".join(f"row {int(i) + 1} ({v!r})" for i, v in list(zip(idx, values, strict=True))[:limit])
+    shown = ", ".join(
+        f"row {int(i) + 1} ({v!r})" for i, v in list(zip(idx, values, strict=True))[:limit]
+    )
     more = len(idx) - limit
     return shown + (f" and {more} more" if more > 0 else "")
 
@@ -121,7 +123,9 @@ def infer_columns(
     if label is not None:
         values = df[label].dropna()
         if values.empty and not labels:
-            raise InferenceError(f"{source}: the label column {label!r} is empty; pass --labels A,B,...")
+            raise InferenceError(
+                f"{source}: the label column {label!r} is empty; pass --labels A,B,..."
+            )
         found = sorted({str(v) for v in values}, key=_natural)
         if len(found) > MAX_LABELS:
             raise InferenceError(
@@ -149,7 +153,9 @@ def infer_columns(
         ids = df[ident]
         if ids.isna().any():
             rows = np.flatnonzero(ids.isna().to_numpy())
-            raise InferenceError(f"{source}, column {ident!r}: empty id in {_row_list(rows, ['']*len(rows))}")
+            raise InferenceError(
+                f"{source}, column {ident!r}: empty id in {_row_list(rows, [''] * len(rows))}"
+            )
         dup = ids.astype(str).duplicated(keep=False)
         if dup.any():
             rows = np.flatnonzero(dup.to_numpy())
@@ -237,12 +243,18 @@ def expectation_suite(inf: Inference, name: str, *, margin: float = 0.1) -> dict
     so that new rows slightly outside the sample are not quarantined.
     """
     exps: list[dict[str, Any]] = []
-    needed = ["item_id", *[c for c in (inf.id_column, inf.label_column, inf.text_column) if c], *inf.features]
+    needed = [
+        "item_id",
+        *[c for c in (inf.id_column, inf.label_column, inf.text_column) if c],
+        *inf.features,
+    ]
     exps.append(
         {
             "type": "expect_table_columns_to_match_set",
             "kwargs": {"column_set": list(dict.fromkeys(needed)), "exact_match": False},
-            "meta": {"notes": "every column the campaign uses is present; extra columns are allowed"},
+            "meta": {
+                "notes": "every column the campaign uses is present; extra columns are allowed"
+            },
         }
     )
     exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": "item_id"}})
@@ -256,7 +268,9 @@ def expectation_suite(inf: Inference, name: str, *, margin: float = 0.1) -> dict
             }
         )
     if inf.text_column:
-        exps.append({"type": "expect_column_values_to_not_be_null", "kwargs": {"column": inf.text_column}})
+        exps.append(
+            {"type": "expect_column_values_to_not_be_null", "kwargs": {"column": inf.text_column}}
+        )
     for c in inf.numeric:
         lo, hi = inf.ranges[c]
         pad = (hi - lo) * margin
@@ -266,7 +280,9 @@ def expectation_suite(inf: Inference, name: str, *, margin: float = 0.1) -> dict
             {
                 "type": "expect_column_values_to_be_between",
                 "kwargs": {"column": c, "min_value": _num(lo - pad), "max_value": _num(hi + pad)},
-                "meta": {"notes": f"observed {_num(lo)}..{_num(hi)}, widened by {margin:.0%} of the span"},
+                "meta": {
+                    "notes": f"observed {_num(lo)}..{_num(hi)}, widened by {margin:.0%} of the span"
+                },
             }
         )
     for c in inf.categorical:
@@ -315,7 +331,9 @@ def campaign_yaml(
     if inf.id_column:
         lines.append(f"  id_column: {dump(inf.id_column)}")
     if inf.label_column:
-        lines.append(f"  label_column: {dump(inf.label_column)}    # ground truth where it exists: the holdout")
+        lines.append(
+            f"  label_column: {dump(inf.label_column)}    # ground truth where it exists: the holdout"
+        )
     if inf.text_column:
         lines.append(f"  text_column: {dump(inf.text_column)}")
     else:

@@ -120,12 +120,28 @@ def report_figures(report: dict) -> dict[str, bytes]:
         if pts:
             xs = [h["cost"] if money else h["labels"] for h, _ in pts]
             ys = [e["accuracy"] for _, e in pts]
-            err = [[e["accuracy"] - e["ci_low"] for _, e in pts], [e["ci_high"] - e["accuracy"] for _, e in pts]]
-            ax.errorbar(xs, ys, yerr=err, fmt="s", color="tab:orange", alpha=0.7, capsize=3,
-                        label="control estimate (pool, 95 %)")
+            err = [
+                [e["accuracy"] - e["ci_low"] for _, e in pts],
+                [e["ci_high"] - e["accuracy"] for _, e in pts],
+            ]
+            ax.errorbar(
+                xs,
+                ys,
+                yerr=err,
+                fmt="s",
+                color="tab:orange",
+                alpha=0.7,
+                capsize=3,
+                label="control estimate (pool, 95 %)",
+            )
         if rand:
-            ax.plot([p["labels"] * scale for p in rand], [p["accuracy"] for p in rand], "^",
-                    color="tab:gray", label="random labeling (control labels only)")
+            ax.plot(
+                [p["labels"] * scale for p in rand],
+                [p["accuracy"] for p in rand],
+                "^",
+                color="tab:gray",
+                label="random labeling (control labels only)",
+            )
         if fit and rand:  # over the measured range only: no extrapolation is drawn
             n = np.linspace(min(p["labels"] for p in rand), max(p["labels"] for p in rand), 100)
             y = fit["a"] - fit["b"] * n ** (-fit["c"])

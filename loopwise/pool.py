@@ -122,9 +122,11 @@ def feature_matrix(
         if text_column not in df.columns:
             raise ValueError(f"text column {text_column!r} not in the data")
         return df[text_column].fillna("").astype(str).to_numpy(object)
-    cols = list(feature_columns) if feature_columns else [
-        c for c in df.columns if c not in set(exclude) | {"item_id"}
-    ]
+    cols = (
+        list(feature_columns)
+        if feature_columns
+        else [c for c in df.columns if c not in set(exclude) | {"item_id"}]
+    )
     missing = [c for c in cols if c not in df.columns]
     if missing:
         raise ValueError(f"feature column(s) {missing} not in the data")

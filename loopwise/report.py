@@ -67,7 +67,9 @@ def control_estimates(
         pairs = [
             (b["prediction_label"], accepted[b["item_id"]])
             for b in batches[k]
-            if b.get("control") and b.get("prediction_label") is not None and b["item_id"] in accepted
+            if b.get("control")
+            and b.get("prediction_label") is not None
+            and b["item_id"] in accepted
         ]
         if not pairs:
             continue
@@ -120,7 +122,9 @@ def random_curve(
     control_items = {b["item_id"] for batch in batches.values() for b in batch if b.get("control")}
     rows = [r for r in labels if r["item_id"] in control_items]
     by_id = pool.set_index("item_id", drop=False)
-    y_hold = holdout[cfg.data.label_column].astype(str).to_numpy() if cfg.data.label_column else None
+    y_hold = (
+        holdout[cfg.data.label_column].astype(str).to_numpy() if cfg.data.label_column else None
+    )
     if y_hold is None or len(holdout) == 0:
         return []
     out, seen = [], None
@@ -170,7 +174,9 @@ def random_equivalent(
     if len({h["labels"] for h in history}) < 3 or len({p["labels"] for p in random_points}) < 3:
         return None
     campaign = fit_learning_curve([h["labels"] for h in history], [h["metric"] for h in history])
-    rand = fit_learning_curve([p["labels"] for p in random_points], [p["accuracy"] for p in random_points])
+    rand = fit_learning_curve(
+        [p["labels"] for p in random_points], [p["accuracy"] for p in random_points]
+    )
     n_r = max(p["labels"] for p in random_points)
     acc_r = float(rand.predict(n_r))
     labels = int(history[-1]["labels"])
@@ -225,7 +231,9 @@ def annotator_table(
                 "annotator": who,
                 "submitted": s["submitted"],
                 "skipped": s["skipped"],
-                "agreement": s["agree"] / s["on_consensus_items"] if s["on_consensus_items"] else None,
+                "agreement": s["agree"] / s["on_consensus_items"]
+                if s["on_consensus_items"]
+                else None,
                 "estimated_accuracy": est.get(who),
             }
         )
@@ -275,10 +283,17 @@ def build_report(
         "saved_money": None,
         "annotators": annotator_table(annotations, accepted, quality),
         "decisions": [
-            {"cycle": k, "stop": bool(d.get("stop")), "rule": d.get("rule"), "reason": d.get("reason")}
+            {
+                "cycle": k,
+                "stop": bool(d.get("stop")),
+                "rule": d.get("rule"),
+                "reason": d.get("reason"),
+            }
             for k, d in sorted(decisions.items())
         ],
-        "drift": [_drift_row(k, d["drift"]) for k, d in sorted(decisions.items()) if d.get("drift")],
+        "drift": [
+            _drift_row(k, d["drift"]) for k, d in sorted(decisions.items()) if d.get("drift")
+        ],
     }
     if last is not None:
         reach = random_equivalent(history, random_points, pool_size)
@@ -322,15 +337,20 @@ def _f(v: Any, fmt: str = "{:.4f}", none: str = "—") -> str:
     return fmt.format(v)
 
 
-def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_cols: set[int] = frozenset()) -> str:
+def _table(
+    header: Sequence[str], rows: Sequence[Sequence[str]], text_cols: set[int] = frozenset()
+) -> str:
     head = "".join(
-        f'<th style="text-align:left">{html.escape(h)}</th>' if i in text_cols else f"<th>{html.escape(h)}</th>"
+        f'<th style="text-align:left">{html.escape(h)}</th>'
+        if i in text_cols
+        else f"<th>{html.escape(h)}</th>"
         for i, h in enumerate(header)
     )
     body = "".join(
         "<tr>"
         + "".join(
-            f'<td class="text">{c}</td>' if i in text_cols else f"<td>{c}</td>" for i, c in enumerate(r)
+            f'<td class="text">{c}</td>' if i in text_cols else f"<td>{c}</td>"
+            for i, c in enumerate(r)
         )
         + "</tr>"
         for r in rows
@@ -338,7 +358,9 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[str]], text_cols: set[
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes], links: Mapping[str, str] | None = None) -> str:
+def render_html(
+    report: Mapping[str, Any], figures: Mapping[str, bytes], links: Mapping[str, str] | None = None
+) -> str:
     """One self-contained page: the figures are embedded PNGs, nothing is fetched."""
     r = report
     e = html.escape
@@ -369,7 +391,10 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes], links: 
         )
         saved_kpi = f"{r['saved_money']:,.2f}"
     elif need and need.get("ratio") is not None:
-        saving = compare + "Where both were measured, the campaign did no better than random labeling: no saving is claimed."
+        saving = (
+            compare
+            + "Where both were measured, the campaign did no better than random labeling: no saving is claimed."
+        )
         saved_kpi = "none measured"
     elif need:
         saving = (
@@ -456,31 +481,31 @@ def render_html(report: Mapping[str, Any], figures: Mapping[str, bytes], links: 
         )
     )
     return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Loopwise report — {e(r['campaign'])}</title>
+<html lang="en"><head><meta charset="utf-8"><title>Loopwise report — {e(r["campaign"])}</title>
 <style>{_CSS}</style></head><body>
-<h1>Loopwise report — {e(r['campaign'])}</h1>
-<p class="muted">Campaign {status}; {r['annotations']:,} paid annotations at {r['cost_per_annotation']:.2f} each.
-{'' if not last_decision else 'Last decision (cycle ' + str(last_decision['cycle']) + '): ' + ('stop' if last_decision['stop'] else 'go on') + ' — ' + e(str(last_decision['reason']))}</p>
+<h1>Loopwise report — {e(r["campaign"])}</h1>
+<p class="muted">Campaign {status}; {r["annotations"]:,} paid annotations at {r["cost_per_annotation"]:.2f} each.
+{"" if not last_decision else "Last decision (cycle " + str(last_decision["cycle"]) + "): " + ("stop" if last_decision["stop"] else "go on") + " — " + e(str(last_decision["reason"]))}</p>
 <div class="kpis">{kpi_html}</div>
 <h2>What the labels bought</h2>
 <p>{saving}</p>
-<p>Control share: {r['control_fraction']:.0%} of every batch is drawn at random
-({r['control_items_labeled']} of {r['control_items_sent']} control items labeled so far).
+<p>Control share: {r["control_fraction"]:.0%} of every batch is drawn at random
+({r["control_items_labeled"]} of {r["control_items_sent"]} control items labeled so far).
 The current model's accuracy on the pool, estimated on the control items: {ce_text}.
 The random-labeling curve is the holdout accuracy of models trained on the control labels alone.</p>
-{img.get('accuracy_vs_labels', '')}
-{img.get('accuracy_vs_money', '')}
+{img.get("accuracy_vs_labels", "")}
+{img.get("accuracy_vs_money", "")}
 <h2>Cycles</h2>
-{_table(['cycle', 'labels', 'annotations', 'cost', 'holdout acc.', 'macro-F1', 'kappa', 'control estimate', 'random labeling'], hist_rows)}
+{_table(["cycle", "labels", "annotations", "cost", "holdout acc.", "macro-F1", "kappa", "control estimate", "random labeling"], hist_rows)}
 <h2>Stop decisions</h2>
-{_table(['cycle', 'decision', 'rule', 'reason'], dec_rows, {3})}
+{_table(["cycle", "decision", "rule", "reason"], dec_rows, {3})}
 <h2>Annotators</h2>
 <p class="muted">Agreement: share of an annotator's answers equal to the accepted consensus label.
 Estimated accuracy: Dawid–Skene's estimate at the last consensus.</p>
-{_table(['annotator (Label Studio user)', 'submitted', 'skipped', 'agreement', 'estimated accuracy'], ann_rows)}
+{_table(["annotator (Label Studio user)", "submitted", "skipped", "agreement", "estimated accuracy"], ann_rows)}
 <h2>Drift</h2>
 <p class="muted">Population stability index between the labeled snapshot and the unlabeled pool, per cycle.</p>
-{_table(['cycle', 'max PSI', 'worst feature', 'drifted'], drift_rows, {2})}
-{'<h2>Links</h2><ul>' + link_html + '</ul>' if link_html else ''}
+{_table(["cycle", "max PSI", "worst feature", "drifted"], drift_rows, {2})}
+{"<h2>Links</h2><ul>" + link_html + "</ul>" if link_html else ""}
 </body></html>
 """

@@ -62,7 +62,6 @@ def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
     }
 
 
-
 def quarantine_broken_lines(store: Store, source: str, df: pd.DataFrame, cycle: int | None) -> int:
     """Record the source's unreadable lines (``df.attrs["bad_lines"]``) in its quarantine, once."""
     seen = None
@@ -70,7 +69,9 @@ def quarantine_broken_lines(store: Store, source: str, df: pd.DataFrame, cycle: 
     for b in df.attrs.get("bad_lines") or []:
         reason = f"line {b['line']}: {b['fields']} fields where the header has {b['expected']}"
         if seen is None:
-            seen = {(r.get("row"), r.get("reason")) for r in store.read_jsonl(quarantine_key(source))}
+            seen = {
+                (r.get("row"), r.get("reason")) for r in store.read_jsonl(quarantine_key(source))
+            }
         if (b["row"] - 1, reason) not in seen:
             keep.append((b["row"] - 1, b["line"], b["text"], reason))
     if not keep:

@@ -21,13 +21,18 @@ def stopping_decision(
 ) -> dict[str, Any]:
     """Apply the campaign's stopping rules to its history; the decision with reason and numbers."""
     decision = decide(
-        history_records(history), cfg.rules(), pool_remaining=pool_remaining, next_batch=cfg.batch_size
+        history_records(history),
+        cfg.rules(),
+        pool_remaining=pool_remaining,
+        next_batch=cfg.batch_size,
     )
     return decision.to_dict()
 
 
 @task(cache_policy=NO_CACHE)
-def check_drift(cfg: CampaignConfig, labeled: pd.DataFrame, pool: pd.DataFrame) -> dict[str, Any] | None:
+def check_drift(
+    cfg: CampaignConfig, labeled: pd.DataFrame, pool: pd.DataFrame
+) -> dict[str, Any] | None:
     """PSI and KS per numeric feature between the labeled snapshot and the current pool."""
     if cfg.data.text_column is not None or len(labeled) < 20:
         return None

@@ -27,8 +27,12 @@ LS_DATA = REPO / ".loopwise" / "labelstudio" / "demo-data"
 
 def _prefect(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess:
     return subprocess.run(
-        [str(servers.BIN / "prefect"), *args], env={**os.environ, **env}, cwd=REPO,
-        capture_output=True, text=True, check=check,
+        [str(servers.BIN / "prefect"), *args],
+        env={**os.environ, **env},
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=check,
     )
 
 
@@ -52,18 +56,39 @@ def start_stack() -> dict[str, str]:
     print("• Prefect server...", flush=True)
     servers.ensure_running(
         "prefect-server",
-        [str(servers.BIN / "prefect"), "server", "start", "--host", "127.0.0.1",
-         "--port", str(PREFECT_PORT)],
-        health_url=f"{api}/health", env=env, timeout=180, url=f"http://127.0.0.1:{PREFECT_PORT}",
+        [
+            str(servers.BIN / "prefect"),
+            "server",
+            "start",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(PREFECT_PORT),
+        ],
+        health_url=f"{api}/health",
+        env=env,
+        timeout=180,
+        url=f"http://127.0.0.1:{PREFECT_PORT}",
     )
     print("• MLflow UI...", flush=True)
     (REPO / ".loopwise").mkdir(exist_ok=True)
     servers.ensure_running(
         "mlflow-ui",
-        [str(servers.BIN / "mlflow"), "server", "--host", "127.0.0.1", "--port", str(MLFLOW_PORT),
-         "--backend-store-uri", f"sqlite:///{REPO / '.loopwise' / 'mlflow.db'}",
-         "--workers", "1"],
-        health_url=f"http://127.0.0.1:{MLFLOW_PORT}/health", env=env, timeout=180,
+        [
+            str(servers.BIN / "mlflow"),
+            "server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(MLFLOW_PORT),
+            "--backend-store-uri",
+            f"sqlite:///{REPO / '.loopwise' / 'mlflow.db'}",
+            "--workers",
+            "1",
+        ],
+        health_url=f"http://127.0.0.1:{MLFLOW_PORT}/health",
+        env=env,
+        timeout=180,
         url=f"http://127.0.0.1:{MLFLOW_PORT}",
     )
     print("• work pool, deployments and worker...", flush=True)
@@ -73,9 +98,9 @@ def start_stack() -> dict[str, str]:
         raise RuntimeError(f"prefect deploy failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
     servers.ensure_running(
         "prefect-worker",
-        [str(servers.BIN / "prefect"), "worker", "start", "--pool", "loopwise",
-         "--limit", "1"],
-        health_url=None, env=env,
+        [str(servers.BIN / "prefect"), "worker", "start", "--pool", "loopwise", "--limit", "1"],
+        health_url=None,
+        env=env,
     )
     return env
 
@@ -137,12 +162,20 @@ def run_demo(campaign: str, timeout: float) -> int:
             if pid is not None and state["stage"] == "waiting":
                 seed += 1
                 simulate_annotators(
-                    cfg.labelstudio.url, env["LABEL_STUDIO_API_KEY"], pid, truth, profiles,
-                    labels=cfg.labels, data_kind=cfg.data.kind, random_state=seed,
+                    cfg.labelstudio.url,
+                    env["LABEL_STUDIO_API_KEY"],
+                    pid,
+                    truth,
+                    profiles,
+                    labels=cfg.labels,
+                    data_kind=cfg.data.kind,
+                    random_state=seed,
                 )
             time.sleep(1)
         else:
-            print(f"\nThe campaign did not stop within {timeout:.0f} s; it goes on in the background.")
+            print(
+                f"\nThe campaign did not stop within {timeout:.0f} s; it goes on in the background."
+            )
     pid = campaign_project_id(cfg, env["LABEL_STUDIO_API_KEY"])
     print(
         "\nWhere to look (the servers keep running; `make down` stops them):\n"
@@ -170,18 +203,29 @@ def _report(state: dict, shown: set) -> None:
                 flush=True,
             )
     d, k = state.get("decision"), state["cycle"]
-    if d and state["stage"] in ("decided", "selected", "waiting", "stopped") and ("decided", k) not in shown:
+    if (
+        d
+        and state["stage"] in ("decided", "selected", "waiting", "stopped")
+        and ("decided", k) not in shown
+    ):
         shown.add(("decided", k))
         print(f"  cycle {k}: {'STOP' if d['stop'] else 'go on'} — {d['reason'][:400]}", flush=True)
     if state["stage"] == "waiting" and ("waiting", k) not in shown:
         shown.add(("waiting", k))
-        print(f"  cycle {k}: batch of {len(state.get('open_batch') or [])} out with annotators", flush=True)
+        print(
+            f"  cycle {k}: batch of {len(state.get('open_batch') or [])} out with annotators",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.demo", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.demo", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("--campaign", default="configs/demo.yaml")
-    parser.add_argument("--timeout", type=float, default=1800.0, help="seconds, default %(default)s")
+    parser.add_argument(
+        "--timeout", type=float, default=1800.0, help="seconds, default %(default)s"
+    )
     args = parser.parse_args(argv)
     return run_demo(args.campaign, args.timeout)
 

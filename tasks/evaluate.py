@@ -197,7 +197,9 @@ def _maybe_promote(client: Any, cfg: CampaignConfig, version: str, accuracy: flo
 
 
 @task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
-def log_decision(cfg: CampaignConfig, run_id: str, decision: dict[str, Any], drift: dict | None) -> None:
+def log_decision(
+    cfg: CampaignConfig, run_id: str, decision: dict[str, Any], drift: dict | None
+) -> None:
     """Attach the stopping decision (and drift report) to the cycle's run."""
     _, client = _client(cfg)
     client.set_tag(run_id, "loopwise.decision", decision["rule"])

@@ -97,7 +97,9 @@ def publish_batch(cfg: CampaignConfig, cycle: int, batch: list[dict[str, Any]]) 
 def _project_id(store: Store, state: dict[str, Any]) -> int | None:
     if state.get("project_id") is not None:
         return int(state["project_id"])
-    ids = [int(k.split("/")[-1].split(".")[0]) for k in store.list("dispatch") if k.endswith(".jsonl")]
+    ids = [
+        int(k.split("/")[-1].split(".")[0]) for k in store.list("dispatch") if k.endswith(".jsonl")
+    ]
     return max(ids) if ids else None
 
 
@@ -136,7 +138,11 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
     """The report's headline numbers, for the Prefect artifact."""
     ce = r.get("control_estimate")
     metric = "—" if r["metric"] is None else f"{r['metric']:.4f}"
-    control = "—" if not ce else f"{ce['accuracy']:.4f} ({ce['ci_low']:.3f}–{ce['ci_high']:.3f}, n={ce['n']})"
+    control = (
+        "—"
+        if not ce
+        else f"{ce['accuracy']:.4f} ({ce['ci_low']:.3f}–{ce['ci_high']:.3f}, n={ce['n']})"
+    )
     saved = (
         "—"
         if r.get("saved_labels") is None
@@ -157,7 +163,10 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
     ]
     if r.get("decisions"):
         d = r["decisions"][-1]
-        lines += ["", f"**Last decision** (cycle {d['cycle']}): {'stop' if d['stop'] else 'go on'} — {d['reason']}"]
+        lines += [
+            "",
+            f"**Last decision** (cycle {d['cycle']}): {'stop' if d['stop'] else 'go on'} — {d['reason']}",
+        ]
     lines += ["", f"The whole report (figures, annotators, drift): `{where}`"]
     return "\n".join(lines)
 
@@ -198,6 +207,8 @@ def write_report(
         client.log_text(rec["run_id"], page, "report/report.html")
         client.set_tag(rec["run_id"], "loopwise.report", "report/report.html")
     create_markdown_artifact(
-        report_markdown(cfg, r, where), key=_key(cfg, "report"), description="Loopwise campaign report"
+        report_markdown(cfg, r, where),
+        key=_key(cfg, "report"),
+        description="Loopwise campaign report",
     )
     return {"uri": where, "report": r}

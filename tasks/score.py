@@ -45,4 +45,3 @@ def select_batch(
         model, X_pool, candidates, n, s, X_labeled=X_labeled, y_labeled=y_labeled
     )
     return [int(r) for r in rows], [float(v) for v in scores]
-

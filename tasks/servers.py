@@ -47,7 +47,9 @@ def running(name: str) -> dict | None:
     return info
 
 
-def wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None) -> None:
+def wait_http(
+    url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
+) -> None:
     """Wait until ``url`` answers (any HTTP status below 500)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -142,7 +144,9 @@ def stop_all() -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tasks.servers", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m tasks.servers", description=__doc__.split("\n")[0]
+    )
     parser.add_argument("command", choices=["status", "stop"])
     args = parser.parse_args(argv)
     if args.command == "stop":
@@ -151,8 +155,10 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     for p in sorted(RUN_DIR.glob("*.json")) if RUN_DIR.exists() else []:
         info = running(p.stem)
-        print(f"{p.stem}: {'running pid ' + str(info['pid']) if info else 'not running'}"
-              f"{' at ' + info['url'] if info and info.get('url') else ''}")
+        print(
+            f"{p.stem}: {'running pid ' + str(info['pid']) if info else 'not running'}"
+            f"{' at ' + info['url'] if info and info.get('url') else ''}"
+        )
     return 0
 
 

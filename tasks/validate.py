@@ -546,10 +546,17 @@ def validate_pool(
         # A row already quarantined for the same reason by an earlier run is not
         # recorded again: the ledger holds each bad row once, however often it is read.
         store = Store(store_root)
-        seen = {(r.get("id"), r.get("reason")) for r in store.read_jsonl(quarantine_key(str(source)))}
-        ids = result.invalid[id_column] if id_column in result.invalid.columns else result.invalid.index
+        seen = {
+            (r.get("id"), r.get("reason")) for r in store.read_jsonl(quarantine_key(str(source)))
+        }
+        ids = (
+            result.invalid[id_column]
+            if id_column in result.invalid.columns
+            else result.invalid.index
+        )
         fresh = [
-            (i, r) not in seen for i, r in zip(ids.astype(str), result.reasons.astype(str), strict=True)
+            (i, r) not in seen
+            for i, r in zip(ids.astype(str), result.reasons.astype(str), strict=True)
         ]
         summary["quarantined"] = len(result.invalid)
         summary["quarantined_new"] = store.quarantine(

@@ -43,8 +43,14 @@ def harness():
 
 def _write_campaign(tmp: Path, label_studio, *, name: str, **extra) -> Path:
     X, y = make_classification(
-        n_samples=900, n_features=6, n_informative=5, n_redundant=0, n_classes=4,
-        n_clusters_per_class=1, class_sep=1.6, random_state=7,
+        n_samples=900,
+        n_features=6,
+        n_informative=5,
+        n_redundant=0,
+        n_classes=4,
+        n_clusters_per_class=1,
+        class_sep=1.6,
+        random_state=7,
     )
     df = pd.DataFrame(X.round(4), columns=[f"f{i}" for i in range(6)])
     df.insert(0, "uid", [f"u{i:04d}" for i in range(len(df))])
@@ -113,10 +119,18 @@ def _annotate(label_studio, campaign: Path, seed: int) -> None:
     pool = pd.read_csv(cfg.data.source)
     truth = dict(zip(pool["uid"].astype(str), pool["truth"], strict=True))
     client = connect(label_studio.url, label_studio.token)
-    (project,) = [p for p in client.projects.list(title=cfg.project_title) if p.title == cfg.project_title]
+    (project,) = [
+        p for p in client.projects.list(title=cfg.project_title) if p.title == cfg.project_title
+    ]
     simulate_annotators(
-        label_studio.url, label_studio.token, int(project.id), truth, PROFILES,
-        labels=LABELS, data_kind="tabular", random_state=seed,
+        label_studio.url,
+        label_studio.token,
+        int(project.id),
+        truth,
+        PROFILES,
+        labels=LABELS,
+        data_kind="tabular",
+        random_state=seed,
     )
 
 
@@ -233,7 +247,12 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
     trained = [h["cycle"] for h in state["history"]]
     assert len(trained) >= 3 and trained == sorted(set(trained))
     assert state["stopped"] and state["decision"]["stop"]
-    assert state["decision"]["rule"] in ("label_budget", "plateau", "marginal_gain", "pool_exhausted")
+    assert state["decision"]["rule"] in (
+        "label_budget",
+        "plateau",
+        "marginal_gain",
+        "pool_exhausted",
+    )
     # Labels: each accepted item once, all of them sent items.
     labels = store.read_jsonl(f"labels/{_pid(ls_client, cfg)}.jsonl")
     assert len({r["item_id"] for r in labels}) == len(labels)
@@ -330,7 +349,9 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
 
 
 def _pid(ls_client, cfg) -> int:
-    (project,) = [p for p in ls_client.projects.list(title=cfg.project_title) if p.title == cfg.project_title]
+    (project,) = [
+        p for p in ls_client.projects.list(title=cfg.project_title) if p.title == cfg.project_title
+    ]
     return int(project.id)
 
 
@@ -406,7 +427,9 @@ def test_loopwise_deploy_registers_the_campaign_deployment(harness, label_studio
     assert dep.work_pool_name == "loopwise-test" and pool.type == "process"
     assert dep.entrypoint == "flows/cycle.py:cycle" and dep.enforce_parameter_schema
     # Deploying again updates the same deployment.
-    assert CliRunner().invoke(app, ["deploy", str(campaign), "--pool", "loopwise-test"]).exit_code == 0
+    assert (
+        CliRunner().invoke(app, ["deploy", str(campaign), "--pool", "loopwise-test"]).exit_code == 0
+    )
     with get_client(sync_client=True) as client:
         assert client.read_deployment_by_name(f"cycle/{name}").id == dep.id
 
@@ -418,7 +441,9 @@ def test_pool_scoring_on_a_dask_cluster_matches_local_threads(harness):
 
     from flows.cycle import score_pool
 
-    X, y = make_classification(n_samples=3000, n_features=8, n_classes=3, n_informative=5, random_state=1)
+    X, y = make_classification(
+        n_samples=3000, n_features=8, n_classes=3, n_informative=5, random_state=1
+    )
     model = LogisticRegression(max_iter=500).fit(X[:200], y[:200])
     pool = X[200:]
 
@@ -428,10 +453,16 @@ def test_pool_scoring_on_a_dask_cluster_matches_local_threads(harness):
 
     expected = local()
     with LocalCluster(
-        n_workers=1, threads_per_worker=2, processes=False, protocol="tcp://", host="127.0.0.1",
+        n_workers=1,
+        threads_per_worker=2,
+        processes=False,
+        protocol="tcp://",
+        host="127.0.0.1",
         dashboard_address=None,
     ) as cluster:
-        on_dask = score_pool.with_options(task_runner=DaskTaskRunner(address=cluster.scheduler_address))
+        on_dask = score_pool.with_options(
+            task_runner=DaskTaskRunner(address=cluster.scheduler_address)
+        )
         got = on_dask(model, pool, 25, "margin", {}, 0, 4)
     assert len(got) == len(expected) == 4
     for (gi, gs), (ei, es) in zip(got, expected, strict=True):

@@ -412,9 +412,7 @@ def test_cli_simulates_annotators_from_a_profile_file(label_studio, project, tmp
     assert out.exit_code != 0 and "annotators.0.accuracy" in out.output
 
 
-def test_tasks_wanting_more_answers_than_there_are_annotators_are_reported(
-    label_studio, project
-):
+def test_tasks_wanting_more_answers_than_there_are_annotators_are_reported(label_studio, project):
     pid, store = project  # overlap 3
     batch = _batch(4, offset=900)
     labelstudio.dispatch_batch.fn(

@@ -86,7 +86,10 @@ def test_init_reads_parquet_and_finds_a_text_column(tmp_path):
     df = pd.DataFrame(
         {
             "id": range(40),
-            "body": [f"a fairly long sentence about topic number {i} for the annotators" for i in range(40)],
+            "body": [
+                f"a fairly long sentence about topic number {i} for the annotators"
+                for i in range(40)
+            ],
             "category": ["sport", "news"] * 20,
         }
     )

@@ -13,7 +13,11 @@ from tasks.data import split_holdout
 
 def _cfg(**data) -> CampaignConfig:
     return CampaignConfig.model_validate(
-        {"name": "t", "data": {"source": "x.csv", "label_column": "truth", **data}, "labels": ["a", "b"]}
+        {
+            "name": "t",
+            "data": {"source": "x.csv", "label_column": "truth", **data},
+            "labels": ["a", "b"],
+        }
     )
 
 

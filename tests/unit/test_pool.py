@@ -365,9 +365,7 @@ def test_candidate_order_does_not_change_the_selection(problem):
 def test_split_by_hash_loses_no_row_and_holds_out_only_known_labels():
     from loopwise.pool import split_by_hash
 
-    df = assign_ids(
-        pd.DataFrame({"y": ["a", "b", None, "zz"] * 250, "x": range(1000)}), None
-    )
+    df = assign_ids(pd.DataFrame({"y": ["a", "b", None, "zz"] * 250, "x": range(1000)}), None)
     pool, holdout = split_by_hash(df, "y", ["a", "b"], 0.3, seed=1)
     assert len(pool) + len(holdout) == len(df)
     assert set(holdout["y"]) <= {"a", "b"}

@@ -101,9 +101,13 @@ def test_random_curve_trains_on_control_labels_only_and_grows_with_them():
     df = pd.DataFrame(X, columns=list("pqrs")).assign(y=y, item_id=[f"i{i}" for i in range(600)])
     pool, holdout = df.iloc[:450], df.iloc[450:]
     cfg = _cfg()
-    batches = {k: [{"item_id": f"i{30 * k + j}", "control": j < 10} for j in range(30)] for k in range(5)}
+    batches = {
+        k: [{"item_id": f"i{30 * k + j}", "control": j < 10} for j in range(30)] for k in range(5)
+    }
     labels = [
-        {"item_id": f"i{30 * k + j}", "label": y[30 * k + j], "cycle": k} for k in range(5) for j in range(30)
+        {"item_id": f"i{30 * k + j}", "label": y[30 * k + j], "cycle": k}
+        for k in range(5)
+        for j in range(30)
     ]
     # Wrong labels on the non-control items: a model that used them would be poor.
     for r in labels:
@@ -118,30 +122,96 @@ def test_random_curve_trains_on_control_labels_only_and_grows_with_them():
 def test_build_report_counts_from_the_records_and_renders_a_self_contained_page():
     cfg = _cfg()
     history = [
-        {"cycle": 1, "labels": 10, "annotations": 12, "cost": 6.0, "metric": 0.5, "macro_f1": 0.4, "kappa": None},
-        {"cycle": 2, "labels": 20, "annotations": 23, "cost": 11.5, "metric": 0.7, "macro_f1": 0.6, "kappa": 0.8},
+        {
+            "cycle": 1,
+            "labels": 10,
+            "annotations": 12,
+            "cost": 6.0,
+            "metric": 0.5,
+            "macro_f1": 0.4,
+            "kappa": None,
+        },
+        {
+            "cycle": 2,
+            "labels": 20,
+            "annotations": 23,
+            "cost": 11.5,
+            "metric": 0.7,
+            "macro_f1": 0.6,
+            "kappa": 0.8,
+        },
     ]
     labels = [{"item_id": f"i{i}", "label": "a", "cycle": 0} for i in range(20)]
     annotations = [
-        {"annotation_id": i, "item_id": f"i{i % 20}", "annotator": "ann" if i % 2 else "bob",
-         "label": "a" if i % 5 else "b", "status": "accepted"}
+        {
+            "annotation_id": i,
+            "item_id": f"i{i % 20}",
+            "annotator": "ann" if i % 2 else "bob",
+            "label": "a" if i % 5 else "b",
+            "status": "accepted",
+        }
         for i in range(23)
-    ] + [{"annotation_id": 99, "item_id": "i3", "annotator": "ann", "label": None, "status": "skipped"}]
+    ] + [
+        {
+            "annotation_id": 99,
+            "item_id": "i3",
+            "annotator": "ann",
+            "label": None,
+            "status": "skipped",
+        }
+    ]
     decisions = {
-        1: {"stop": False, "rule": None, "reason": "go <on>", "drift": {"max_psi": 0.1, "drifted": False,
-            "features": [{"name": "f1", "psi": 0.1}, {"name": "f2", "psi": 0.05}], "drifted_features": []}},
+        1: {
+            "stop": False,
+            "rule": None,
+            "reason": "go <on>",
+            "drift": {
+                "max_psi": 0.1,
+                "drifted": False,
+                "features": [{"name": "f1", "psi": 0.1}, {"name": "f2", "psi": 0.05}],
+                "drifted_features": [],
+            },
+        },
         2: {"stop": True, "rule": "label_budget", "reason": "budget <script>alert(1)</script>"},
     }
-    history.append({"cycle": 3, "labels": 30, "annotations": 33, "cost": 16.5, "metric": 0.8, "macro_f1": 0.7, "kappa": 0.9})
+    history.append(
+        {
+            "cycle": 3,
+            "labels": 30,
+            "annotations": 33,
+            "cost": 16.5,
+            "metric": 0.8,
+            "macro_f1": 0.7,
+            "kappa": 0.9,
+        }
+    )
     labels += [{"item_id": f"i{i}", "label": "a", "cycle": 2} for i in range(20, 30)]
     annotations += [
-        {"annotation_id": 100 + i, "item_id": f"i{20 + i}", "annotator": "cyd", "label": "a", "status": "accepted"}
+        {
+            "annotation_id": 100 + i,
+            "item_id": f"i{20 + i}",
+            "annotator": "cyd",
+            "label": "a",
+            "status": "accepted",
+        }
         for i in range(10)
     ]
-    pts = [{"cycle": k, "labels": n, "accuracy": acc} for k, n, acc in ((2, 2, 0.05), (3, 4, 0.1), (4, 6, 0.15))]
-    r = rp.build_report(cfg, history=history, batches={}, labels=labels, annotations=annotations,
-                        decisions=decisions, random_points=pts, quality={"ann": 0.9}, stopped=True,
-                        pool_size=10_000)
+    pts = [
+        {"cycle": k, "labels": n, "accuracy": acc}
+        for k, n, acc in ((2, 2, 0.05), (3, 4, 0.1), (4, 6, 0.15))
+    ]
+    r = rp.build_report(
+        cfg,
+        history=history,
+        batches={},
+        labels=labels,
+        annotations=annotations,
+        decisions=decisions,
+        random_points=pts,
+        quality={"ann": 0.9},
+        stopped=True,
+        pool_size=10_000,
+    )
     assert (r["labels"], r["annotations"], r["spent"]) == (30, 33, 16.5)
     assert r["cost_per_label"] == pytest.approx(16.5 / 30)
     assert r["metric"] == 0.8 and r["metric_labels"] == 30
@@ -155,7 +225,15 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
     assert ann["bob"]["submitted"] == 12 and ann["ann"]["estimated_accuracy"] == 0.9
     agree_bob = sum(1 for i in range(0, 23, 2) if i % 5) / 12
     assert ann["bob"]["agreement"] == pytest.approx(agree_bob)
-    assert r["drift"] == [{"cycle": 1, "drifted": False, "max_psi": 0.1, "worst_feature": "f1", "drifted_features": []}]
+    assert r["drift"] == [
+        {
+            "cycle": 1,
+            "drifted": False,
+            "max_psi": 0.1,
+            "worst_feature": "f1",
+            "drifted_features": [],
+        }
+    ]
     page = rp.render_html(r, report_figures(r), {"MLflow": "http://x/#/runs/1"})
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count("data:image/png;base64,") == 2
@@ -164,9 +242,14 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
 
 
 def test_random_curve_with_one_class_seen_predicts_that_class():
-    df = pd.DataFrame({"p": range(40), "y": ["a"] * 30 + ["b"] * 10, "item_id": [f"i{i}" for i in range(40)]})
+    df = pd.DataFrame(
+        {"p": range(40), "y": ["a"] * 30 + ["b"] * 10, "item_id": [f"i{i}" for i in range(40)]}
+    )
     pool, holdout = df.iloc[:20], df.iloc[20:]  # holdout: 10 a, 10 b
     batches = {0: [{"item_id": "i0", "control": True}, {"item_id": "i1", "control": True}]}
-    labels = [{"item_id": "i0", "label": "a", "cycle": 0}, {"item_id": "i1", "label": "a", "cycle": 0}]
+    labels = [
+        {"item_id": "i0", "label": "a", "cycle": 0},
+        {"item_id": "i1", "label": "a", "cycle": 0},
+    ]
     (pt,) = rp.random_curve(_cfg(), pool, holdout, batches, labels, cycles=[1])
     assert pt == {"cycle": 1, "labels": 2, "accuracy": 0.5}
