@@ -29,7 +29,7 @@ from tasks.decide import check_drift, stopping_decision
 from tasks.evaluate import log_cycle, log_decision
 from tasks.labelstudio import collect_annotations
 from tasks.qc import batch_progress, consensus_qc, request_more_annotations
-from tasks.report import publish_summary
+from tasks.report import publish_summary, write_report
 from tasks.schedule import schedule_next_run
 from tasks.score import partitions, score_partition, select_batch
 from tasks.state import checkpoint, save_checkpoint, write_state
@@ -222,9 +222,7 @@ def cycle(
     if decision["stop"]:
         state = write_state(store, state, stage="stopped", stopped=True)
         publish_summary(cfg, {**summary, "status": "campaign stopped", "next_run": "none"})
-        from flows.report import report
-
-        report(campaign=campaign)
+        write_report(cfg, store, pool, holdout)  # the pool and holdout already in hand
         return {"status": "stopped", "decision": decision, "cycle": k}
 
     # Score the pool partition by partition, select the batch, dispatch it.

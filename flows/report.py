@@ -1,5 +1,5 @@
-"""The campaign report as a flow: run by the cycle when the campaign stops, and by
-``loopwise report`` whenever someone asks."""
+"""The campaign report on demand (`loopwise report`); the cycle writes the same report with
+the same task when the campaign stops, from the pool it has already loaded."""
 
 from __future__ import annotations
 

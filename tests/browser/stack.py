@@ -316,20 +316,16 @@ def _runs_in(stack: Stack, states: list[str]) -> list[tuple[str, str]]:
 
 def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
     """Start the campaign and play the annotators until its state says stopped (as ``make demo``)."""
-    from label_studio_sdk import LabelStudio
-
     from loopwise.config import load_campaign
     from tasks.annotators import load_profiles, simulate_annotators
-    from tasks.data import load_pool
+    from tasks.demo import campaign_project_id, ground_truth
     from tasks.state import campaign_store, read_state
 
     cfg = load_campaign(stack.campaign_file)
     store = campaign_store(cfg.storage_root, cfg.name)
     stack.prefect("deployment", "run", cfg.deployment, "--param", f"campaign={stack.campaign_file}")
-    df = load_pool.fn(cfg)
-    truth = dict(zip(df["item_id"], df[cfg.data.label_column].astype(str), strict=True))
+    truth = ground_truth(cfg)
     profiles = load_profiles(REPO / "configs" / "annotators.yaml")
-    client = LabelStudio(base_url=stack.labelstudio.url, api_key=stack.labelstudio.token)
     project_id, seed = None, 0
     start = time.monotonic()
     while True:
@@ -345,12 +341,7 @@ def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
         if failed:
             raise RuntimeError(f"flow runs failed: {failed}\n{stack.logs()}")
         if project_id is None:
-            found = [
-                p
-                for p in client.projects.list(title=cfg.project_title)
-                if p.title == cfg.project_title
-            ]
-            project_id = int(found[0].id) if found else None
+            project_id = campaign_project_id(cfg, stack.labelstudio.token)
         if project_id is not None and state["stage"] == "waiting":
             seed += 1
             simulate_annotators(
