@@ -215,6 +215,9 @@ def running_stack(tmp: Path, ls_work_dir: Path | None = None) -> Iterator[Stack]
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
         "PREFECT_WORKER_QUERY_SECONDS": "2",
+        # The server's SQLite waits up to 60 s for a lock (its busy_timeout): the flow
+        # runs' client must wait longer than that before it calls the server gone.
+        "PREFECT_API_REQUEST_TIMEOUT": "120",
         "DO_NOT_TRACK": "1",
         "GX_ANALYTICS_ENABLED": "false",
         "LOOPWISE_PROJECT_DIR": str(REPO),
@@ -297,6 +300,42 @@ def running_stack(tmp: Path, ls_work_dir: Path | None = None) -> Iterator[Stack]
             lss.stop(ls_info)
 
 
+# A server on a loaded 2-core machine (SQLite under the Prefect server, a flow run training
+# beside it) can stall for tens of seconds: one slow answer is not a failure, only one
+# that stays away for ``API_PATIENCE`` seconds is.
+API_PATIENCE = 240.0
+
+
+def api_json(
+    url: str,
+    body: Any = None,
+    headers: dict[str, str] | None = None,
+    patience: float = API_PATIENCE,
+) -> Any:
+    """GET (or POST ``body`` as JSON) and decode the answer, asking again through timeouts,
+    refused connections and 5xx answers for up to ``patience`` seconds."""
+    data = None if body is None else json.dumps(body).encode()
+    deadline = time.monotonic() + patience
+    delay = 1.0
+    while True:
+        req = urllib.request.Request(
+            url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=60) as r:
+                return json.loads(r.read())
+        except urllib.error.HTTPError as exc:
+            if exc.code < 500:
+                raise
+            error: Exception = exc
+        except (TimeoutError, urllib.error.URLError, ConnectionError) as exc:
+            error = exc
+        if time.monotonic() + delay > deadline:
+            raise TimeoutError(f"{url} did not answer for {patience:.0f} s: {error!r}") from error
+        time.sleep(delay)
+        delay = min(delay * 2, 15.0)
+
+
 def _failed_runs(stack: Stack) -> list[tuple[str, str]]:
     """(name, state) of every flow run that failed or crashed on this Prefect server."""
     return _runs_in(stack, ["FAILED", "CRASHED"])
@@ -305,13 +344,11 @@ def _failed_runs(stack: Stack) -> list[tuple[str, str]]:
 def _runs_in(stack: Stack, states: list[str]) -> list[tuple[str, str]]:
     """(name, state) of every flow run in one of ``states`` on this Prefect server."""
     body = {"flow_runs": {"state": {"type": {"any_": states}}}}
-    req = urllib.request.Request(
-        f"{stack.prefect_api}/flow_runs/filter",
-        data=json.dumps(body).encode(),
-        headers={"Content-Type": "application/json"},
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return [(run["name"], run["state_name"]) for run in json.loads(r.read())]
+    try:
+        runs = api_json(f"{stack.prefect_api}/flow_runs/filter", body)
+    except TimeoutError as exc:
+        raise TimeoutError(f"{exc}\n{stack.logs()}") from exc
+    return [(run["name"], run["state_name"]) for run in runs]
 
 
 def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
@@ -327,7 +364,7 @@ def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
     truth = ground_truth(cfg)
     profiles = load_profiles(REPO / "configs" / "annotators.yaml")
     project_id, seed = None, 0
-    start = time.monotonic()
+    start = last_check = time.monotonic()
     while True:
         state = read_state(store)
         # Stopped, and the run that stopped it finished too (it writes the report last).
@@ -337,9 +374,13 @@ def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
             raise TimeoutError(
                 f"the campaign did not stop in {timeout:.0f} s; state {state}\n{stack.logs()}"
             )
-        failed = _failed_runs(stack)
-        if failed:
-            raise RuntimeError(f"flow runs failed: {failed}\n{stack.logs()}")
+        # The store is read every second; the Prefect server, busy with the flow run on a
+        # 2-core machine, is asked about failures every 10 s.
+        if time.monotonic() - last_check > 10:
+            last_check = time.monotonic()
+            failed = _failed_runs(stack)
+            if failed:
+                raise RuntimeError(f"flow runs failed: {failed}\n{stack.logs()}")
         if project_id is None:
             project_id = campaign_project_id(cfg, stack.labelstudio.token)
         if project_id is not None and state["stage"] == "waiting":

@@ -16,18 +16,16 @@ README's pictures).
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.browser.stack import REPO, Stack, run_campaign, running_stack
+from tests.browser.stack import REPO, Stack, api_json, run_campaign, running_stack
 
 pytestmark = [pytest.mark.browser, pytest.mark.integration]
 
@@ -57,17 +55,8 @@ MLFLOW_SEEN = {
 # --------------------------------------------------------------------------- REST helpers
 
 
-def _json(url: str, body: Any = None, headers: dict[str, str] | None = None) -> Any:
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(
-        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
-    )
-    with urllib.request.urlopen(req, timeout=30) as r:
-        return json.loads(r.read())
-
-
 def _ls(stack: Stack, path: str, body: Any = None) -> Any:
-    return _json(f"{stack.labelstudio.url}{path}", body, stack.labelstudio.auth_header)
+    return api_json(f"{stack.labelstudio.url}{path}", body, stack.labelstudio.auth_header)
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -149,7 +138,7 @@ def test_campaign_stopped_after_cycles(campaign) -> None:
 
 
 def _prefect_api(stack: Stack, path: str, body: Any) -> Any:
-    return _json(f"{stack.prefect_api}{path}", body)
+    return api_json(f"{stack.prefect_api}{path}", body)
 
 
 def test_prefect_ui(campaign, page) -> None:
@@ -204,8 +193,8 @@ def test_mlflow_ui(campaign, page) -> None:
     cfg = result["cfg"]
     api = f"{stack.mlflow_url}/api/2.0/mlflow"
     name = urllib.parse.quote(cfg.experiment)
-    exp = _json(f"{api}/experiments/get-by-name?experiment_name={name}")["experiment"]
-    runs = _json(
+    exp = api_json(f"{api}/experiments/get-by-name?experiment_name={name}")["experiment"]
+    runs = api_json(
         f"{api}/runs/search",
         {"experiment_ids": [exp["experiment_id"]], "order_by": ["attributes.start_time DESC"]},
     )["runs"]
@@ -234,7 +223,7 @@ def test_mlflow_ui(campaign, page) -> None:
 
     # The registered model and its champion alias on the best version.
     model = f"loopwise-{cfg.name}"
-    champion = _json(
+    champion = api_json(
         f"{api}/registered-models/alias?name={urllib.parse.quote(model)}&alias=champion"
     )["model_version"]["version"]
     page.goto(f"{stack.mlflow_url}/#/models/{urllib.parse.quote(model)}")
