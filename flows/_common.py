@@ -15,7 +15,14 @@ from tasks.data import load_pool, quarantine_broken_lines, split_holdout
 from tasks.labelstudio import ensure_project, read_annotations
 from tasks.report import publish_batch, publish_summary
 from tasks.schedule import schedule_next_run
-from tasks.state import campaign_store, checkpoint, read_state, save_checkpoint, write_state
+from tasks.state import (
+    campaign_store,
+    checkpoint,
+    now_iso,
+    read_state,
+    save_checkpoint,
+    write_state,
+)
 from tasks.storage import Store
 
 __all__ = [
@@ -157,7 +164,15 @@ def dispatch_and_wait(
     nxt = schedule_next_run(
         cfg.deployment, params, cfg.schedule.recheck_seconds, f"{cfg.name}:c{k}:dispatched"
     )
-    state = write_state(store, state, stage="waiting", open_batch=items, rechecks=0, next_run=nxt)
+    state = write_state(
+        store,
+        state,
+        stage="waiting",
+        open_batch=items,
+        rechecks=0,
+        next_run=nxt,
+        waiting_since=now_iso(),
+    )
     publish_summary(
         cfg,
         {

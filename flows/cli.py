@@ -15,6 +15,7 @@ reads the campaign's store alone.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import sys
@@ -251,6 +252,15 @@ def status(campaign: CampaignArg) -> None:
         items = state["open_batch"]
         done = sum(i in accepted for i in items)
         table.add_row("open batch", f"{done}/{len(items)} items labeled and accepted")
+        timeout = cfg.schedule.batch_timeout_seconds
+        if state.get("waiting_since") and timeout is not None:
+            closes = dt.datetime.fromisoformat(state["waiting_since"]) + dt.timedelta(
+                seconds=timeout
+            )
+            table.add_row(
+                "batch closes",
+                f"{closes.isoformat(timespec='seconds')} (or now: loopwise run --close-batch)",
+            )
     d = state.get("decision")
     if d:
         table.add_row(
@@ -308,10 +318,18 @@ def run(
     campaign: CampaignArg,
     batch_size: Annotated[int | None, typer.Option(min=1, help="override the batch size")] = None,
     strategy: Annotated[str | None, typer.Option(help="override the query strategy")] = None,
+    close_batch: Annotated[
+        bool,
+        typer.Option(
+            help="stop waiting for the open batch: retrain on what was accepted "
+            "(late answers still count)"
+        ),
+    ] = False,
 ) -> None:
     """Run one cycle now, in this process, outside any schedule (for debugging).
 
-    A campaign waiting for its batch only collects and reports progress.
+    A campaign waiting for its batch only collects and reports progress, unless the
+    batch is past ``schedule.batch_timeout_seconds`` or ``--close-batch`` is given.
     """
     cfg = _load(campaign)
     from flows.cycle import cycle
@@ -320,7 +338,10 @@ def run(
         progress.add_task(f"running the next step of {cfg.name}", total=None)
         try:
             result: dict[str, Any] = cycle(
-                campaign=str(campaign), batch_size=batch_size, strategy=strategy
+                campaign=str(campaign),
+                batch_size=batch_size,
+                strategy=strategy,
+                close_batch=close_batch,
             )
         except ConfigError as e:
             _fail(str(e), 2)

@@ -28,11 +28,18 @@ from loopwise.pool import batch_records, control_count, draw_control, model_inpu
 from tasks.decide import check_drift, stopping_decision
 from tasks.evaluate import log_cycle, log_decision
 from tasks.labelstudio import collect_annotations
-from tasks.qc import batch_progress, consensus_qc, request_more_annotations
+from tasks.qc import (
+    batch_deadline,
+    batch_progress,
+    can_train,
+    close_open_batch,
+    consensus_qc,
+    request_more_annotations,
+)
 from tasks.report import publish_summary, write_report
 from tasks.schedule import schedule_next_run
 from tasks.score import partitions, score_partition, select_batch
-from tasks.state import checkpoint, save_checkpoint, write_state
+from tasks.state import checkpoint, now_iso, save_checkpoint, write_state
 from tasks.train import evaluate, fit, labeled_snapshot
 
 __all__ = ["cycle", "score_pool"]
@@ -50,8 +57,14 @@ def cycle(
     strategy: StrategyName | None = None,
     budget_labels: LabelBudget | None = None,
     budget_currency: Money | None = None,
+    close_batch: bool = False,
 ) -> dict[str, Any]:
-    """Run the campaign's next step: collect, and when its batch is in, one full cycle."""
+    """Run the campaign's next step: collect, and when its batch is in, one full cycle.
+
+    ``close_batch`` (a manual run) stops waiting for the open batch now, as its
+    ``schedule.batch_timeout_seconds`` would: the cycle retrains on what was accepted,
+    and late answers to the unresolved items still count. Next runs never inherit it.
+    """
     log = get_run_logger()
     overrides = {
         "batch_size": batch_size,
@@ -120,6 +133,26 @@ def cycle(
             f"({len(progress['review'])} to expert review, {len(progress['more'])} sent back); "
             f"{collected.get('new', 0)} new annotation(s) collected"
         )
+        if "waiting_since" not in state:  # a batch dispatched before the field existed
+            state = write_state(store, state, waiting_since=now_iso())
+        if progress["pending"]:
+            late = batch_deadline(
+                state["waiting_since"], cfg.schedule.batch_timeout_seconds, forced=close_batch
+            )
+            if late is not None and not can_train(ctx.root, project_id):
+                log.warning(
+                    "batch of cycle %d is past its deadline, but fewer than two classes are "
+                    "accepted yet: still waiting",
+                    k,
+                )
+                late = None
+            if late is not None:
+                closed = close_open_batch(ctx.root, project_id, progress["pending"], k, late)
+                print(
+                    f"cycle {k}: batch closed after {late:.0f} s with {len(closed)} item(s) "
+                    "unresolved (still open in Label Studio; late answers count)"
+                )
+                progress = {**progress, "pending": []}
         if progress["pending"]:
             key = f"{cfg.name}:c{k}:recheck:{state.get('rechecks', 0)}"
             nxt = schedule_next_run(cfg.deployment, params, cfg.schedule.recheck_seconds, key)
@@ -137,7 +170,9 @@ def cycle(
             )
             return {"status": "waiting", "progress": progress, "next_run": nxt}
         k += 1
-        state = write_state(store, state, cycle=k, stage="started", rechecks=0, open_batch=None)
+        state = write_state(
+            store, state, cycle=k, stage="started", rechecks=0, open_batch=None, waiting_since=None
+        )
 
     # Retrain on every accepted label, evaluate, log: once per cycle.
     trained = checkpoint(store, k, "trained")

@@ -221,6 +221,13 @@ class ScheduleConfig(_Strict):
         description="delay from a dispatch, or from a check of a batch still being labeled, "
         "to the next run",
     )
+    batch_timeout_seconds: float | None = Field(
+        604_800,
+        gt=0,
+        description="an open batch is closed this long after its dispatch (default 7 days; "
+        "null waits for every item): the cycle retrains on the labels accepted so far, the "
+        "unresolved items stay open in Label Studio and their late answers still count",
+    )
     deployment: str | None = Field(
         None, description="'flow/deployment' the next run is created for; default cycle/<name>"
     )

@@ -6,7 +6,10 @@ Ledgers under the storage root (append-only):
   (label, annotators, agreement, posterior confidence, task id, cycle, method);
 - ``review/<project>.jsonl`` — disputed items with the reason, each time an item
   is sent back for more annotations;
-- ``quality/<project>.json`` — the latest per-annotator accuracy estimates (atomic).
+- ``quality/<project>.json`` — the latest per-annotator accuracy estimates (atomic);
+- ``closed/<project>.jsonl`` — items still unresolved when their batch was closed
+  (``schedule.batch_timeout_seconds``, or a manual run with ``close_batch``), with the
+  answers they had; their tasks stay open and late answers are accepted as they come.
 """
 
 from __future__ import annotations
@@ -22,7 +25,15 @@ from loopwise import consensus
 from tasks.labelstudio import connect, read_annotations
 from tasks.storage import Store
 
-__all__ = ["batch_progress", "consensus_qc", "plan_adaptive_overlap", "request_more_annotations"]
+__all__ = [
+    "batch_deadline",
+    "batch_progress",
+    "can_train",
+    "close_open_batch",
+    "consensus_qc",
+    "plan_adaptive_overlap",
+    "request_more_annotations",
+]
 
 
 def _labels_key(project_id: int) -> str:
@@ -202,3 +213,58 @@ def batch_progress(
         "more": more,
         "accepted": sum(str(i) in accepted for i in items),
     }
+
+
+def batch_deadline(
+    waiting_since: str,
+    timeout_seconds: float | None,
+    *,
+    forced: bool = False,
+    now: dt.datetime | None = None,
+) -> float | None:
+    """Seconds the open batch has waited, if it is to be closed now; else None.
+
+    It is closed when ``forced`` or when it has waited ``timeout_seconds`` (None: never).
+    """
+    now = now or dt.datetime.now(dt.UTC)
+    waited = max(0.0, (now - dt.datetime.fromisoformat(waiting_since)).total_seconds())
+    if forced or (timeout_seconds is not None and waited >= timeout_seconds):
+        return waited
+    return None
+
+
+def can_train(store_root: str, project_id: int) -> bool:
+    """Whether the labels ledger holds at least two classes (a model can be fitted)."""
+    ledger = Store(store_root).read_jsonl(_labels_key(project_id))
+    return len({r["label"] for r in ledger}) >= 2
+
+
+@task
+def close_open_batch(
+    store_root: str, project_id: int, items: Sequence[str], cycle: int, waited_seconds: float
+) -> list[str]:
+    """Stop waiting for ``items``: record each once per cycle in ``closed/<project>.jsonl``
+    with the answers it had. Nothing is withdrawn from Label Studio: an answer that comes
+    later is collected and, with a consensus, accepted by a later cycle."""
+    store = Store(store_root)
+    key = f"closed/{project_id}.jsonl"
+    done = {r["item_id"] for r in store.read_jsonl(key) if r["cycle"] == cycle}
+    answers: dict[str, int] = {}
+    for r in read_annotations(store_root, project_id):
+        answers[r["item_id"]] = answers.get(r["item_id"], 0) + 1
+    now = dt.datetime.now(dt.UTC).isoformat()
+    store.append_jsonl(
+        key,
+        [
+            {
+                "item_id": str(item),
+                "cycle": cycle,
+                "answers": answers.get(str(item), 0),
+                "waited_seconds": round(waited_seconds, 1),
+                "closed_at": now,
+            }
+            for item in items
+            if str(item) not in done
+        ],
+    )
+    return [str(i) for i in items]

@@ -13,7 +13,15 @@ from typing import Any
 
 from tasks.storage import Store
 
-__all__ = ["STAGES", "campaign_store", "checkpoint", "read_state", "save_checkpoint", "write_state"]
+__all__ = [
+    "STAGES",
+    "campaign_store",
+    "checkpoint",
+    "now_iso",
+    "read_state",
+    "save_checkpoint",
+    "write_state",
+]
 
 #: The stages of one cycle, in order (``waiting`` = its batch is out with annotators).
 STAGES = ("started", "trained", "decided", "selected", "dispatched", "waiting", "stopped")
@@ -24,7 +32,8 @@ def campaign_store(storage_root: str, campaign: str) -> Store:
     return Store(f"{str(storage_root).rstrip('/')}/{campaign}")
 
 
-def _now() -> str:
+def now_iso() -> str:
+    """Now, in UTC, as the ISO 8601 string the state and ledgers record."""
     return dt.datetime.now(dt.UTC).isoformat()
 
 
@@ -38,7 +47,7 @@ def read_state(store: Store) -> dict[str, Any]:
 
 def write_state(store: Store, state: dict[str, Any], **changes: Any) -> dict[str, Any]:
     """Replace ``state.json`` atomically with ``state`` updated by ``changes``; return it."""
-    new = {**state, **changes, "updated_at": _now()}
+    new = {**state, **changes, "updated_at": now_iso()}
     store.write_json("state.json", new)
     return new
 

@@ -111,7 +111,7 @@ def _write_campaign(tmp: Path, label_studio, *, name: str, **extra) -> Path:
     return path
 
 
-def _annotate(label_studio, campaign: Path, seed: int) -> None:
+def _annotate(label_studio, campaign: Path, seed: int, items: list[str] | None = None) -> None:
     from loopwise.config import load_campaign
     from tasks.labelstudio import connect
 
@@ -130,6 +130,7 @@ def _annotate(label_studio, campaign: Path, seed: int) -> None:
         PROFILES,
         labels=LABELS,
         data_kind="tabular",
+        items=items,
         random_state=seed,
     )
 
@@ -474,3 +475,74 @@ def flow_for_test(fn):
     from prefect import flow
 
     return flow(name="local-scoring")(fn)
+
+
+def test_a_stalled_batch_closes_at_its_deadline_and_late_answers_still_count(
+    harness, label_studio, ls_client, tmp_path, monkeypatch
+):
+    """Four items of the cold start are never answered: the campaign waits for them while
+    the batch has no deadline, closes it once one is set, goes on, and the answers that
+    come after the close are collected and accepted by a later cycle."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
+
+    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+    name = f"closetest-{next(_names)}"
+    schedule = {"recheck_seconds": 3600, "batch_timeout_seconds": None}
+    campaign = _write_campaign(tmp_path, label_studio, name=name, schedule=schedule)
+    cfg = load_campaign(campaign)
+    store = Store(f"{cfg.storage_root}/{name}")
+    assert cycle(campaign=str(campaign))["status"] == "dispatched"  # the cold start
+    batch = store.read_json("state.json")["open_batch"]
+    late, answered = batch[:4], batch[4:]
+    pid = _pid(ls_client, cfg)
+
+    # The answered items are resolved (disputes answered again); the four stay pending.
+    for seed in range(1, 6):
+        _annotate(label_studio, campaign, seed=seed, items=answered)
+        out = cycle(campaign=str(campaign))
+        assert out["status"] == "waiting", out
+        if set(out["progress"]["pending"]) == set(late):
+            break
+    else:
+        pytest.fail(f"the answered items never resolved: {out['progress']}")
+    assert not store.read_jsonl(f"closed/{pid}.jsonl")
+
+    # A deadline is set (a day would do; a second has passed): the batch closes.
+    _write_campaign(
+        tmp_path, label_studio, name=name, schedule={**schedule, "batch_timeout_seconds": 1}
+    )
+    out = cycle(campaign=str(campaign))
+    assert out["status"] == "dispatched" and out["cycle"] == 1, out
+    closed = store.read_jsonl(f"closed/{pid}.jsonl")
+    assert sorted(r["item_id"] for r in closed) == sorted(late)
+    assert all(r["answers"] == 0 and r["cycle"] == 0 for r in closed)
+    assert set(late) <= set(_server_items(ls_client, cfg.project_title)), "a task was withdrawn"
+    state = store.read_json("state.json")
+    assert state["history"][-1]["cycle"] == 1
+    assert state["history"][-1]["labels"] == len(store.read_jsonl(f"labels/{pid}.jsonl"))
+
+    # The late answers come in while cycle 1's batch is out: nothing is dropped, the agreed
+    # ones are accepted, and `loopwise run --close-batch` moves on with them in the snapshot.
+    _annotate(label_studio, campaign, seed=9, items=late)
+    res = CliRunner().invoke(app, ["run", str(campaign), "--close-batch"])
+    assert res.exit_code == 0 and f"{name}: dispatched" in res.output, res.output
+    answers = store.read_jsonl(f"annotations/{pid}.jsonl")
+    late_answers = [r for r in answers if r["item_id"] in late]
+    assert len(late_answers) >= 2 * len(late)
+    agreed = {
+        i
+        for i in late
+        if len({r["label"] for r in late_answers if r["item_id"] == i and r.get("label")}) == 1
+    }
+    labels = {r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")}
+    assert agreed and agreed <= set(labels), (agreed, sorted(labels))
+    assert all(labels[i]["cycle"] == 1 for i in agreed)
+    state = store.read_json("state.json")
+    assert state["cycle"] == 2 and state["history"][-1]["labels"] == len(labels)
+    # Cycle 1's batch was closed with nothing answered: each item once, 0 answers.
+    closed = [r for r in store.read_jsonl(f"closed/{pid}.jsonl") if r["cycle"] == 1]
+    assert len(closed) == len({r["item_id"] for r in closed}) == 20
