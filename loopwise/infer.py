@@ -365,6 +365,9 @@ def campaign_yaml(
         "storage_root: .loopwise/store",
         "mlflow:",
         "  tracking_uri: sqlite:///.loopwise/mlflow.db",
+        "schedule:",
+        "  recheck_seconds: 600          # how often a batch out with annotators is checked",
+        "  batch_timeout_seconds: 604800 # then a batch is closed: retrain on what is in",
         "seed: 0",
     ]
     return "\n".join(lines) + "\n"
