@@ -209,8 +209,12 @@ def annotator_table(
     annotations: Sequence[Mapping[str, Any]],
     accepted: Mapping[str, str],
     estimated_accuracy: Mapping[str, float] | None = None,
+    names: Mapping[str, str] | None = None,
 ) -> list[dict[str, Any]]:
-    """Per annotator: annotations submitted, skipped, agreement with the consensus label."""
+    """Per annotator: annotations submitted, skipped, agreement with the consensus label.
+
+    ``names`` maps a Label Studio user id to what people call that user (``name``; None
+    when unknown)."""
     stats: dict[str, Counter] = defaultdict(Counter)
     for a in annotations:
         who = str(a.get("annotator"))
@@ -229,6 +233,7 @@ def annotator_table(
         out.append(
             {
                 "annotator": who,
+                "name": (names or {}).get(who),
                 "submitted": s["submitted"],
                 "skipped": s["skipped"],
                 "agreement": s["agree"] / s["on_consensus_items"]
@@ -252,8 +257,10 @@ def build_report(
     quality: Mapping[str, float] | None = None,
     stopped: bool = False,
     pool_size: int | None = None,
+    annotator_names: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
-    """Every number of the report, as plain JSON types (``pool_size`` caps the estimates)."""
+    """Every number of the report, as plain JSON types (``pool_size`` caps the estimates;
+    ``annotator_names`` maps Label Studio user ids to names)."""
     accepted = {r["item_id"]: str(r["label"]) for r in labels}
     paid = sum(a.get("status") in ("accepted", "rejected") for a in annotations)
     spent = paid * cfg.budget.cost_per_annotation
@@ -281,7 +288,7 @@ def build_report(
         "random_needed": None,
         "saved_labels": None,
         "saved_money": None,
-        "annotators": annotator_table(annotations, accepted, quality),
+        "annotators": annotator_table(annotations, accepted, quality, annotator_names),
         "decisions": [
             {
                 "cycle": k,
@@ -443,7 +450,7 @@ def render_html(
         )
     ann_rows = [
         [
-            e(a["annotator"]),
+            e(f"{a['name']} (#{a['annotator']})" if a.get("name") else f"#{a['annotator']}"),
             f"{a['submitted']:,}",
             f"{a['skipped']:,}",
             _f(a["agreement"], "{:.3f}"),

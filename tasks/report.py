@@ -3,6 +3,8 @@ and the campaign report (one self-contained HTML page, also logged to MLflow).""
 
 from __future__ import annotations
 
+import logging
+import os
 from typing import Any
 
 import pandas as pd
@@ -16,7 +18,10 @@ from loopwise.plots import report_figures
 from tasks.state import checkpoint, read_state
 from tasks.storage import Store
 
+log = logging.getLogger(__name__)
+
 __all__ = [
+    "annotator_names",
     "campaign_records",
     "publish_batch",
     "publish_summary",
@@ -172,6 +177,31 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
 
 
 @task(cache_policy=NO_CACHE)
+def annotator_names(cfg: CampaignConfig) -> dict[str, str]:
+    """Label Studio user id → "First Last" (else the e-mail), for the report's annotator table.
+
+    The report is worth having without them: a server that is down, or no token in the
+    environment, gives ``{}`` and the table shows the user ids.
+    """
+    token = os.environ.get(cfg.labelstudio.token_env)
+    if not token:
+        return {}
+    from tasks.labelstudio import connect
+
+    try:
+        users = list(connect(cfg.labelstudio.url, token).users.list())
+    except Exception as exc:  # any failure only costs the names
+        log.warning("annotator names not read from Label Studio (%s): the report shows ids", exc)
+        return {}
+    out = {}
+    for u in users:
+        full = " ".join(x for x in (u.first_name, u.last_name) if x)
+        name = full or u.email or u.username
+        if name:
+            out[str(u.id)] = str(name)
+    return out
+
+
 def write_report(
     cfg: CampaignConfig, store: Store, pool: pd.DataFrame, holdout: pd.DataFrame
 ) -> dict[str, Any]:
@@ -190,6 +220,7 @@ def write_report(
         quality=rec["quality"],
         stopped=bool(rec["state"].get("stopped")),
         pool_size=len(pool),
+        annotator_names=annotator_names(cfg),
     )
     links = {}
     if rec["run_url"]:

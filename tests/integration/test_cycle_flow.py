@@ -299,6 +299,10 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
     assert report["spent"] == pytest.approx(paid * 0.1)
     assert report["history"] == state["history"]
     assert report["metric"] == state["history"][-1]["metric"]
+    # Annotators by name (the Label Studio users the simulator created), with their ids.
+    answered_by = {a["annotator"] for a in annotations.values()}
+    assert {a["annotator"] for a in report["annotators"]} == answered_by
+    assert {a["name"] for a in report["annotators"]} == {p.name for p in PROFILES}
     truth = {r["item_id"]: r["label"] for r in labels}
     expected = []
     for k, batch in sorted(batches.items()):
@@ -319,6 +323,7 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
     page = store.path("reports/report.html").read_text()
     assert f"{report['labels']:,}" in page and f"{report['spent']:,.2f}" in page
     assert page.count("data:image/png;base64,") == 2 and "<script" not in page
+    assert all(f"{a['name']} (#{a['annotator']})" in page for a in report["annotators"])
     last_run = max(runs, key=lambda r: int(r.data.tags["loopwise.cycle"]))
     assert "report/report.html" in [
         a.path for a in client.list_artifacts(last_run.info.run_id, "report")

@@ -211,6 +211,7 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
         quality={"ann": 0.9},
         stopped=True,
         pool_size=10_000,
+        annotator_names={"ann": "Ann Lee", "zed": "nobody here"},
     )
     assert (r["labels"], r["annotations"], r["spent"]) == (30, 33, 16.5)
     assert r["cost_per_label"] == pytest.approx(16.5 / 30)
@@ -225,6 +226,7 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
     assert ann["bob"]["submitted"] == 12 and ann["ann"]["estimated_accuracy"] == 0.9
     agree_bob = sum(1 for i in range(0, 23, 2) if i % 5) / 12
     assert ann["bob"]["agreement"] == pytest.approx(agree_bob)
+    assert ann["ann"]["name"] == "Ann Lee" and ann["bob"]["name"] is None and "zed" not in ann
     assert r["drift"] == [
         {
             "cycle": 1,
@@ -238,6 +240,7 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
     assert "<script>" not in page and "&lt;script&gt;" in page
     assert page.count("data:image/png;base64,") == 2
     assert "16.50" in page and "label_budget" in page and "http://x/#/runs/1" in page
+    assert "Ann Lee (#ann)" in page and "<td>#bob</td>" in page
     assert f"{r['saved_money']:,.2f}" in page
 
 
