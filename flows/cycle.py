@@ -81,6 +81,10 @@ def cycle(
             print(
                 f"campaign {cfg.name} stopped at cycle {state['cycle']}: {state['decision']['reason']}"
             )
+            if not (store.read_json("reports/report.json") or {}).get("stopped"):
+                # The run that stopped it died before its final report: write it now.
+                data = ctx.load_data()
+                write_report(cfg, store, data["pool"], data["holdout"])
             return {"status": "stopped", "decision": state["decision"]}
         # A manual run with a new budget re-opens the decision of the last cycle.
         state = write_state(store, state, stopped=False, stage="trained")

@@ -183,6 +183,15 @@ def _crash_after(monkeypatch, module, name: str) -> None:
     monkeypatch.setattr(module, name, crashing)
 
 
+def _fail_instead(monkeypatch, module, name: str) -> None:
+    """Make ``module.name`` fail without doing its work."""
+
+    def failing(*args, **kwargs):
+        raise _Crash(f"injected failure of {name}")
+
+    monkeypatch.setattr(module, name, failing)
+
+
 def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
     harness, label_studio, ls_client, tmp_path, monkeypatch
 ):
@@ -211,12 +220,14 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
         (cycle_mod, "select_batch"),
         (ls_tasks, "dispatch_batch"),
         (common, "schedule_next_run"),  # the next run exists, the state does not know
+        (cycle_mod, "write_report", "instead"),  # stopped, and the final report failed
     ]
     results, annotated_ids, crashed = [], set(), 0
     for _ in range(40):
         with monkeypatch.context() as mp:
             if pending:
-                _crash_after(mp, *pending[0])
+                inject = _fail_instead if len(pending[0]) == 3 else _crash_after
+                inject(mp, *pending[0][:2])
             try:
                 out = cycle(campaign=str(campaign))
             except _Crash:
@@ -235,7 +246,7 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
         _annotate(label_studio, campaign, seed=len(results))
     else:
         pytest.fail(f"no stop decision after 40 runs: {results[-3:]}")
-    assert crashed == 7 and not pending, f"crash points never reached: {pending}"
+    assert crashed == 8 and not pending, f"crash points never reached: {pending}"
 
     # The planted bad rows were quarantined (once each, with a reason) and never sent.
     quarantined = store.read_jsonl("quarantine/pool.jsonl")
