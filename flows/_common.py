@@ -45,6 +45,7 @@ class CampaignContext:
     state: dict[str, Any]
     token: str = field(repr=False)
     _project_id: int | None = None
+    _reviewers: dict[str, str] | None = None
 
     def load_data(self) -> dict[str, Any]:
         """Pool and holdout, after validation (bad rows quarantined)."""
@@ -83,6 +84,16 @@ class CampaignContext:
                 overlap=cfg.annotators_per_item,
             )
         return self._project_id
+
+    def reviewers(self) -> dict[str, str]:
+        """``labelstudio.reviewers`` → their Label Studio user ids (those who have one)."""
+        if self._reviewers is None:
+            from tasks.labelstudio import user_ids
+
+            self._reviewers = user_ids(
+                self.cfg.labelstudio.url, self.token, self.cfg.labelstudio.reviewers
+            )
+        return self._reviewers
 
     def dispatched_items(self, project_id: int) -> list[str]:
         """Every item ever sent to the project (from the dispatch ledger)."""

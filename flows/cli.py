@@ -261,6 +261,12 @@ def status(campaign: CampaignArg) -> None:
                 "batch closes",
                 f"{closes.isoformat(timespec='seconds')} (or now: loopwise run --close-batch)",
             )
+    if state.get("review_queue"):
+        table.add_row(
+            "review queue",
+            f"{state['review_queue']} dispute(s) for labelstudio.reviewers "
+            f"(Prefect artifact {cfg.name.replace('_', '-').lower()}-review)",
+        )
     d = state.get("decision")
     if d:
         table.add_row(

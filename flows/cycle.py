@@ -35,8 +35,9 @@ from tasks.qc import (
     close_open_batch,
     consensus_qc,
     request_more_annotations,
+    review_queue,
 )
-from tasks.report import publish_summary, write_report
+from tasks.report import publish_review, publish_summary, write_report
 from tasks.schedule import schedule_next_run
 from tasks.score import partitions, score_partition, select_batch
 from tasks.state import checkpoint, now_iso, save_checkpoint, write_state
@@ -110,6 +111,7 @@ def cycle(
         min_agreement=cfg.agreement_threshold,
         min_annotations=cfg.annotators_per_item,
         random_state=cfg.seed,
+        experts=set(ctx.reviewers().values()),
     )
     k = state["cycle"]
     if state["stage"] == "waiting":
@@ -132,6 +134,10 @@ def cycle(
                 cycle=k,
                 max_annotations=cfg.max_annotations_per_item,
             )
+        if progress["review"] or state.get("review_queue"):
+            queue = review_queue(ctx.root, project_id, cfg.max_annotations_per_item)
+            publish_review(cfg, project_id, queue)
+            state = write_state(store, state, review_queue=len(queue))
         print(
             f"cycle {k}: batch {progress['done']}/{progress['total']} resolved "
             f"({len(progress['review'])} to expert review, {len(progress['more'])} sent back); "
@@ -157,7 +163,17 @@ def cycle(
                     "unresolved (still open in Label Studio; late answers count)"
                 )
                 progress = {**progress, "pending": []}
-        if progress["pending"]:
+        wait = bool(progress["pending"])
+        if not wait and progress["review"] and not can_train(ctx.root, project_id):
+            # Every item resolved, but into the review queue: nothing to fit a model on.
+            log.warning(
+                "batch of cycle %d is resolved but fewer than two classes are accepted: "
+                "waiting for the reviewers (%d item(s) in the review queue)",
+                k,
+                len(progress["review"]),
+            )
+            wait = True
+        if wait:
             key = f"{cfg.name}:c{k}:recheck:{state.get('rechecks', 0)}"
             nxt = schedule_next_run(cfg.deployment, params, cfg.schedule.recheck_seconds, key)
             state = write_state(store, state, rechecks=state.get("rechecks", 0) + 1)

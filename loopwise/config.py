@@ -190,6 +190,11 @@ class LabelStudioConfig(_Strict):
     url: str = "http://127.0.0.1:8080"
     token_env: str = Field("LABEL_STUDIO_API_KEY", description="env var holding the API token")
     project_title: str | None = Field(None, description="default: 'Loopwise <campaign name>'")
+    reviewers: list[str] = Field(
+        default_factory=list,
+        description="e-mails (or user ids) of the experts whose answer decides an item, "
+        "over the annotators' consensus: they resolve the disputes in the review queue",
+    )
 
     @field_validator("token_env")
     @classmethod

@@ -44,6 +44,7 @@ __all__ = [
     "dispatch_batch",
     "ensure_project",
     "read_annotations",
+    "user_ids",
 ]
 
 log = logging.getLogger(__name__)
@@ -63,6 +64,27 @@ class ProjectMismatchError(RuntimeError):
 def connect(url: str, api_key: str) -> LabelStudio:
     """An SDK client (legacy token or personal access token)."""
     return LabelStudio(base_url=url, api_key=api_key)
+
+
+def user_ids(url: str, api_key: str, who: Sequence[str]) -> dict[str, str]:
+    """Label Studio user id (as the ledgers write it) of each e-mail or id in ``who``.
+
+    One that names no user yet is left out, with a warning: an expert may get an
+    account after the campaign started.
+    """
+    if not who:
+        return {}
+    users = list(connect(url, api_key).users.list())
+    by_key = {str(u.id): str(u.id) for u in users}
+    by_key.update({str(u.email).lower(): str(u.id) for u in users if u.email})
+    out = {}
+    for w in who:
+        ident = by_key.get(str(w).strip().lower())
+        if ident is None:
+            log.warning("reviewer %r is not a Label Studio user (yet): not counted as one", w)
+        else:
+            out[str(w)] = ident
+    return out
 
 
 def _dispatch_key(project_id: int) -> str:

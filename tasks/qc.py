@@ -15,7 +15,7 @@ Ledgers under the storage root (append-only):
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import pandas as pd
@@ -33,6 +33,7 @@ __all__ = [
     "consensus_qc",
     "plan_adaptive_overlap",
     "request_more_annotations",
+    "review_queue",
 ]
 
 
@@ -52,56 +53,79 @@ def consensus_qc(
     min_confidence: float = 0.0,
     min_annotations: int = 1,
     random_state: int = 0,
+    experts: Collection[str] = (),
 ) -> dict[str, Any]:
-    """Aggregate every accepted annotation; append newly agreed items to the labels ledger."""
+    """Aggregate every accepted annotation; append newly agreed items to the labels ledger.
+
+    An answer by one of ``experts`` (Label Studio user ids) decides its item: the item is
+    accepted with that label (``method: "expert"``, the latest expert answer if several),
+    whatever the annotators said. Expert answers stay out of the annotators' consensus and
+    of their accuracy estimates. An item already in the ledger is never relabeled.
+    """
     if method not in ("dawid_skene", "majority"):
         raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
     store = Store(store_root)
     rows = pd.DataFrame(read_annotations(store_root, project_id, ["accepted"]))
     if rows.empty:
         return {"accepted_new": 0, "accepted_total": 0, "disputed": {}, "annotator_accuracy": {}}
-    table = rows.rename(columns={"item_id": "item"})[["item", "annotator", "label"]]
-    if method == "dawid_skene":
-        result = consensus.dawid_skene(table, labels=labels, random_state=random_state)
-        per_item, quality = result.labels, result.annotator_accuracy
-    else:
-        per_item = consensus.majority_vote(table, labels=labels, random_state=random_state)
-        quality = pd.Series(dtype=float)
-    accepted, disputed = consensus.accept(
-        per_item,
-        min_agreement=min_agreement,
-        min_confidence=min_confidence,
-        min_annotations=min_annotations,
-    )
+    is_expert = rows["annotator"].astype(str).isin({str(e) for e in experts})
+    crowd = rows.loc[~is_expert]
+    decided = rows.loc[is_expert].sort_values("annotation_id").groupby("item_id")["label"].last()
+    per_item = pd.DataFrame(columns=["label", "agreement", "confidence", "n_annotations"])
+    quality = pd.Series(dtype=float)
+    disputed = pd.DataFrame(columns=["reason"])
+    accepted = per_item
+    if not crowd.empty:
+        table = crowd.rename(columns={"item_id": "item"})[["item", "annotator", "label"]]
+        if method == "dawid_skene":
+            result = consensus.dawid_skene(table, labels=labels, random_state=random_state)
+            per_item, quality = result.labels, result.annotator_accuracy
+        else:
+            per_item = consensus.majority_vote(table, labels=labels, random_state=random_state)
+        accepted, disputed = consensus.accept(
+            per_item,
+            min_agreement=min_agreement,
+            min_confidence=min_confidence,
+            min_annotations=min_annotations,
+        )
     already = {r["item_id"] for r in store.read_jsonl(_labels_key(project_id))}
     who = rows.groupby("item_id")["annotator"].agg(list)
     task_of = rows.groupby("item_id")["task_id"].first()
     now = dt.datetime.now(dt.UTC).isoformat()
-    new = [
-        {
+
+    def record(item: str, label: str, agreement: float, confidence: float, how: str) -> dict:
+        return {
             "item_id": str(item),
-            "label": row["label"],
+            "label": label,
             "annotators": who[item],
-            "agreement": float(row["agreement"]),
-            "confidence": float(row["confidence"]),
-            "n_annotations": int(row["n_annotations"]),
+            "agreement": float(agreement),
+            "confidence": float(confidence),
+            "n_annotations": len(who[item]),
             "task_id": int(task_of[item]),
             "cycle": cycle,
-            "method": method,
+            "method": how,
             "accepted_at": now,
         }
-        for item, row in accepted.iterrows()
-        if str(item) not in already
-    ]
+
+    new = []
+    for item, label in decided.items():
+        if str(item) not in already:
+            answers = crowd.loc[crowd["item_id"] == item, "label"]
+            agreement = float((answers == label).mean()) if len(answers) else 1.0
+            new.append(record(item, label, agreement, 1.0, "expert"))
+    for item, row in accepted.iterrows():
+        if str(item) not in already and item not in decided.index:
+            new.append(record(item, row["label"], row["agreement"], row["confidence"], method))
     store.append_jsonl(_labels_key(project_id), new)
     store.write_json(
         f"quality/{project_id}.json",
         {"cycle": cycle, "method": method, "annotator_accuracy": quality.to_dict()},
     )
+    done = already | {r["item_id"] for r in new}
     return {
         "accepted_new": len(new),
-        "accepted_total": len(already) + len(new),
-        "disputed": {str(i): r for i, r in disputed["reason"].items() if str(i) not in already},
+        "accepted_total": len(done),
+        "disputed": {str(i): r for i, r in disputed["reason"].items() if str(i) not in done},
         "annotator_accuracy": {str(k): float(v) for k, v in quality.items()},
     }
 
@@ -268,3 +292,23 @@ def close_open_batch(
         ],
     )
     return [str(i) for i in items]
+
+
+def review_queue(store_root: str, project_id: int, max_annotations: int) -> list[dict[str, Any]]:
+    """Disputes that reached ``max_annotations`` answers without a consensus: the items an
+    expert (``labelstudio.reviewers``) has to decide, oldest task first."""
+    accepted = {r["item_id"] for r in Store(store_root).read_jsonl(_labels_key(project_id))}
+    by_item: dict[str, list[dict[str, Any]]] = {}
+    for r in read_annotations(store_root, project_id, ["accepted"]):
+        by_item.setdefault(r["item_id"], []).append(r)
+    queue = [
+        {
+            "item_id": item,
+            "task_id": int(rows[0]["task_id"]),
+            "answers": len(rows),
+            "labels": ", ".join(sorted(str(r["label"]) for r in rows)),
+        }
+        for item, rows in by_item.items()
+        if item not in accepted and len(rows) >= max_annotations
+    ]
+    return sorted(queue, key=lambda q: q["task_id"])

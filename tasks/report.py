@@ -24,6 +24,7 @@ __all__ = [
     "annotator_names",
     "campaign_records",
     "publish_batch",
+    "publish_review",
     "publish_summary",
     "report_markdown",
     "summary_markdown",
@@ -77,6 +78,19 @@ def publish_summary(cfg: CampaignConfig, summary: dict[str, Any]) -> str:
     text = summary_markdown(cfg, summary)
     create_markdown_artifact(text, key=_key(cfg, "summary"), description="Loopwise cycle summary")
     return text
+
+
+@task
+def publish_review(cfg: CampaignConfig, project_id: int, queue: list[dict[str, Any]]) -> None:
+    """Publish the review queue (disputes for an expert) as a table artifact, with the link
+    that opens each task in Label Studio."""
+    base = f"{cfg.labelstudio.url.rstrip('/')}/projects/{project_id}/data?task="
+    rows = [{**q, "open": f"{base}{q['task_id']}"} for q in queue]
+    create_table_artifact(
+        rows or [{"item_id": "—", "task_id": None, "answers": 0, "labels": "", "open": ""}],
+        key=_key(cfg, "review"),
+        description=f"{len(rows)} dispute(s) for an expert reviewer (labelstudio.reviewers)",
+    )
 
 
 @task

@@ -562,3 +562,91 @@ def test_a_stalled_batch_closes_at_its_deadline_and_late_answers_still_count(
     # Cycle 1's batch was closed with nothing answered: each item once, 0 answers.
     closed = [r for r in store.read_jsonl(f"closed/{pid}.jsonl") if r["cycle"] == 1]
     assert len(closed) == len({r["item_id"] for r in closed}) == 20
+
+
+def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
+    harness, label_studio, ls_client, tmp_path, monkeypatch
+):
+    """Two annotators, one always wrong, and no third answer: the cold start's disputes go
+    to the review queue (a Prefect table with a link to each task). With nothing to train
+    on, the campaign waits for the expert named in ``labelstudio.reviewers``; the expert's
+    answers decide, the annotators' answers are kept, and the campaign goes on."""
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
+    from tasks.annotators import EMAIL_DOMAIN
+    from tasks.qc import can_train
+
+    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+    name = f"reviewtest-{next(_names)}"
+    campaign = _write_campaign(
+        tmp_path,
+        label_studio,
+        name=name,
+        max_annotations_per_item=2,
+        labelstudio={
+            "url": label_studio.url,
+            "token_env": "LOOPWISE_TEST_LS_TOKEN",
+            "reviewers": [f"rex@{EMAIL_DOMAIN}"],
+        },
+    )
+    cfg = load_campaign(campaign)
+    store = Store(f"{cfg.storage_root}/{name}")
+    truth = dict(zip(*pd.read_csv(cfg.data.source)[["uid", "truth"]].T.to_numpy(), strict=True))
+    crowd = [
+        AnnotatorProfile(name="ann", accuracy=0.97, latency=1.0),
+        AnnotatorProfile(name="wes", accuracy=0.0, latency=1.0),
+    ]
+    rex = [AnnotatorProfile(name="rex", accuracy=1.0, latency=1.0)]
+    assert cycle(campaign=str(campaign))["status"] == "dispatched"
+    pid = _pid(ls_client, cfg)
+    simulate_annotators(
+        label_studio.url, label_studio.token, pid, truth, crowd, labels=LABELS,
+        data_kind="tabular", random_state=3,
+    )  # fmt: skip
+    out = cycle(campaign=str(campaign))
+    assert out["status"] == "waiting" and not out["progress"]["pending"], out
+    assert not can_train(f"{cfg.storage_root}/{name}", pid)  # why it waits
+    rows = _review_artifact(name)
+    queue = {r["item_id"] for r in rows}
+    answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
+    disputed = {i for i, n in answers.groupby("item_id")["label"].nunique().items() if n > 1}
+    assert queue and queue == disputed, (queue, disputed)
+    assert all(r["open"].endswith(f"/projects/{pid}/data?task={r['task_id']}") for r in rows)
+    assert not queue & {r["item_id"] for r in store.read_jsonl(f"labels/{pid}.jsonl")}
+    assert store.read_json("state.json")["review_queue"] == len(queue)
+
+    # The reviewer answers the queue: the batch is complete, cycle 1 trains and dispatches.
+    simulate_annotators(
+        label_studio.url, label_studio.token, pid, truth, rex, labels=LABELS,
+        data_kind="tabular", items=sorted(queue), overlap=3, random_state=4,
+    )  # fmt: skip
+    out = cycle(campaign=str(campaign))
+    assert out["status"] == "dispatched" and out["cycle"] == 1, out
+    labels = {r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")}
+    assert queue <= set(labels)
+    for item in queue:
+        rec = labels[item]
+        assert rec["method"] == "expert" and rec["label"] == truth[item] and rec["cycle"] == 0
+        assert rec["n_annotations"] == 3 and rec["agreement"] in (0.0, 0.5)
+    answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
+    assert (answers[answers["item_id"].isin(queue)].groupby("item_id").size() == 3).all()
+    users = {u.email: str(u.id) for u in ls_client.users.list()}
+    quality = store.read_json(f"quality/{pid}.json")["annotator_accuracy"]
+    assert users[f"rex@{EMAIL_DOMAIN}"] not in quality and users[f"ann@{EMAIL_DOMAIN}"] in quality
+    assert store.read_json("state.json")["review_queue"] == 0
+    assert [r["item_id"] for r in _review_artifact(name)] == ["—"]  # the queue is empty
+    assert store.read_json("state.json")["history"][-1]["labels"] == len(labels)
+
+
+def _review_artifact(name: str) -> list[dict]:
+    """The rows of the latest version of the campaign's review-queue table artifact."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
+
+    with get_client(sync_client=True) as pc:
+        arts = pc.read_artifacts(
+            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-review"]))
+        )
+    assert arts, f"no {name}-review artifact"
+    data = max(arts, key=lambda a: a.created).data
+    return json.loads(data) if isinstance(data, str) else data
