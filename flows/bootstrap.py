@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-import numpy as np
 from prefect import flow
 from pydantic import Field
 
 from flows._common import campaign_context, dispatch_and_wait, next_run_parameters
-from loopwise.pool import batch_records, control_count, draw_control, model_inputs, strategy_for
+from loopwise.pool import batch_records, control_count, draw_control, model_inputs
+from tasks.score import select_without_model
 from tasks.state import checkpoint, save_checkpoint, write_state
 
 __all__ = ["bootstrap"]
@@ -37,16 +37,16 @@ def bootstrap(
         if cfg.budget.labels is not None:
             n = min(n, cfg.budget.labels)
         n_control = control_count(n, cfg.control_fraction)
-        s = strategy_for(cfg.strategy.cold_start, {}, cfg.seed)
-        picked, scores = s.query(None, X_pool, n - n_control, return_scores=True)
-        picked = [int(i) for i in picked]
+        picked, scores = select_without_model(
+            X_pool, n - n_control, cfg.strategy.cold_start, cfg.seed
+        )
         # The control share: drawn at random from what the cold-start strategy did not pick.
         control = draw_control(len(pool), picked, n_control, cfg.seed)
         batch = batch_records(
             cfg,
             pool,
             [*picked, *control],
-            [*(float(v) for v in np.asarray(scores)), *[None] * len(control)],
+            [*scores, *[None] * len(control)],
             control=[False] * len(picked) + [True] * len(control),
         )
         selected = save_checkpoint(

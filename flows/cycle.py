@@ -31,7 +31,6 @@ from tasks.labelstudio import collect_annotations
 from tasks.qc import (
     batch_deadline,
     batch_progress,
-    can_train,
     close_open_batch,
     consensus_qc,
     request_more_annotations,
@@ -39,7 +38,7 @@ from tasks.qc import (
 )
 from tasks.report import publish_review, publish_summary, write_report
 from tasks.schedule import schedule_next_run
-from tasks.score import partitions, score_partition, select_batch
+from tasks.score import partitions, score_partition, select_batch, select_without_model
 from tasks.state import checkpoint, now_iso, save_checkpoint, write_state
 from tasks.train import evaluate, fit, labeled_snapshot
 
@@ -149,10 +148,10 @@ def cycle(
             late = batch_deadline(
                 state["waiting_since"], cfg.schedule.batch_timeout_seconds, forced=close_batch
             )
-            if late is not None and not can_train(ctx.root, project_id):
+            if late is not None and not qc["accepted_total"]:
                 log.warning(
-                    "batch of cycle %d is past its deadline, but fewer than two classes are "
-                    "accepted yet: still waiting",
+                    "batch of cycle %d is past its deadline, but no label is accepted yet: "
+                    "still waiting",
                     k,
                 )
                 late = None
@@ -164,10 +163,10 @@ def cycle(
                 )
                 progress = {**progress, "pending": []}
         wait = bool(progress["pending"])
-        if not wait and progress["review"] and not can_train(ctx.root, project_id):
+        if not wait and not qc["accepted_total"]:
             # Every item resolved, but into the review queue: nothing to fit a model on.
             log.warning(
-                "batch of cycle %d is resolved but fewer than two classes are accepted: "
+                "batch of cycle %d is resolved but no label is accepted: "
                 "waiting for the reviewers (%d item(s) in the review queue)",
                 k,
                 len(progress["review"]),
@@ -252,10 +251,14 @@ def cycle(
     # Decide whether another batch is worth its price.
     dispatched = set(ctx.dispatched_items(project_id))
     unlabeled = ~pool["item_id"].isin(dispatched).to_numpy()
+    # A single class labeled (a rare class the cold start missed): the model is a constant,
+    # only the budgets and the pool may stop the campaign, and the next batch is chosen
+    # as at the cold start until a second class turns up.
+    one_class = snapshot["label"].nunique() < 2
     decision = checkpoint(store, k, "decided")
     if decision is None or decision.get("rules") != _rules(cfg):
         drift = check_drift(cfg, snapshot, pool[unlabeled])
-        decision = stopping_decision(cfg, history, int(unlabeled.sum()))
+        decision = stopping_decision(cfg, history, int(unlabeled.sum()), judge_model=not one_class)
         decision = save_checkpoint(
             store, k, "decided", {**decision, "drift": drift, "rules": _rules(cfg)}
         )
@@ -298,26 +301,37 @@ def cycle(
         n_total = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
         n_control = control_count(n_total, cfg.control_fraction)
         n = n_total - n_control
-        if cfg.dask_address:
-            from prefect_dask import DaskTaskRunner
-
-            on_dask = score_pool.with_options(task_runner=DaskTaskRunner(address=cfg.dask_address))
-            scored = on_dask(model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions)
-        else:
-            scored = score_pool.fn(
-                model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions
+        if one_class:
+            name = cfg.strategy.cold_start
+            log.warning(
+                "only %r is labeled so far: this batch is chosen by %s, as at the cold start",
+                str(snapshot["label"].iloc[0]),
+                name,
             )
-        picked, scores = select_batch(
-            model,
-            X_cand,
-            scored,
-            n,
-            name,
-            params_,
-            cfg.seed + k,
-            X_lab,
-            snapshot["label"].to_numpy(),
-        )
+            picked, scores = select_without_model(X_cand, n, name, cfg.seed + k)
+        else:
+            if cfg.dask_address:
+                from prefect_dask import DaskTaskRunner
+
+                runner = DaskTaskRunner(address=cfg.dask_address)
+                scored = score_pool.with_options(task_runner=runner)(
+                    model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions
+                )
+            else:
+                scored = score_pool.fn(
+                    model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions
+                )
+            picked, scores = select_batch(
+                model,
+                X_cand,
+                scored,
+                n,
+                name,
+                params_,
+                cfg.seed + k,
+                X_lab,
+                snapshot["label"].to_numpy(),
+            )
         # The control share: drawn at random from what the strategy did not pick.
         control = draw_control(len(rows_idx), picked, n_control, cfg.seed + k)
         pool_rows = [int(rows_idx[i]) for i in [*picked, *control]]

@@ -42,6 +42,7 @@ from scipy.optimize import OptimizeWarning, curve_fit
 from loopwise._validation import json_safe
 
 __all__ = [
+    "HARD_RULES",
     "RULE_ORDER",
     "CycleRecord",
     "Decision",
@@ -52,6 +53,9 @@ __all__ = [
     "hindsight_stop_point",
     "history_records",
 ]
+
+#: The rules that stop a campaign whatever its model: nothing left to label, or to spend.
+HARD_RULES = ("pool_exhausted", "label_budget", "currency_budget")
 
 #: The rules :func:`decide` checks, in this order; the first that fires wins.
 RULE_ORDER = (
@@ -365,6 +369,7 @@ def decide(
     *,
     pool_remaining: int,
     next_batch: int,
+    judge_model: bool = True,
 ) -> Decision:
     """Decide whether to stop the campaign after the last cycle of ``history``.
 
@@ -383,6 +388,10 @@ def decide(
         Unlabeled candidates left, >= 0.
     next_batch : int
         Labels the next cycle would buy, >= 1.
+    judge_model : bool, default True
+        False while the labels hold a single class: the metric then says nothing
+        about what labels buy, so only the pool and the budgets (:data:`HARD_RULES`)
+        can stop the campaign.
 
     Returns
     -------
@@ -413,6 +422,9 @@ def decide(
     }
     checks: dict[str, dict[str, Any]] = {}
     for name in RULE_ORDER:
+        if not judge_model and name not in HARD_RULES:
+            checks[name] = {"reason": f"{name} not judged: one class labeled so far, no model"}
+            continue
         verdict = _RULES[name](state, rules)
         if verdict.fired:
             return Decision(True, verdict.reason, name, {**common, **verdict.details})

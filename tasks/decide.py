@@ -17,14 +17,21 @@ __all__ = ["check_drift", "stopping_decision"]
 
 @task(cache_policy=NO_CACHE)
 def stopping_decision(
-    cfg: CampaignConfig, history: list[dict[str, Any]], pool_remaining: int
+    cfg: CampaignConfig,
+    history: list[dict[str, Any]],
+    pool_remaining: int,
+    judge_model: bool = True,
 ) -> dict[str, Any]:
-    """Apply the campaign's stopping rules to its history; the decision with reason and numbers."""
+    """Apply the campaign's stopping rules to its history; the decision with reason and numbers.
+
+    ``judge_model`` is False while a single class is labeled: only the pool and the
+    budgets can stop the campaign then."""
     decision = decide(
         history_records(history),
         cfg.rules(),
         pool_remaining=pool_remaining,
         next_batch=cfg.batch_size,
+        judge_model=judge_model,
     )
     return decision.to_dict()
 

@@ -28,7 +28,6 @@ from tasks.storage import Store
 __all__ = [
     "batch_deadline",
     "batch_progress",
-    "can_train",
     "close_open_batch",
     "consensus_qc",
     "plan_adaptive_overlap",
@@ -255,12 +254,6 @@ def batch_deadline(
     if forced or (timeout_seconds is not None and waited >= timeout_seconds):
         return waited
     return None
-
-
-def can_train(store_root: str, project_id: int) -> bool:
-    """Whether the labels ledger holds at least two classes (a model can be fitted)."""
-    ledger = Store(store_root).read_jsonl(_labels_key(project_id))
-    return len({r["label"] for r in ledger}) >= 2
 
 
 @task

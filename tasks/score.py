@@ -10,7 +10,7 @@ from prefect.cache_policies import NO_CACHE
 
 from loopwise.pool import partition_bounds, partition_scores, select_from_candidates, strategy_for
 
-__all__ = ["partitions", "score_partition", "select_batch"]
+__all__ = ["partitions", "score_partition", "select_batch", "select_without_model"]
 
 
 @task(cache_policy=NO_CACHE)
@@ -45,3 +45,10 @@ def select_batch(
         model, X_pool, candidates, n, s, X_labeled=X_labeled, y_labeled=y_labeled
     )
     return [int(r) for r in rows], [float(v) for v in scores]
+
+
+@task(cache_policy=NO_CACHE)
+def select_without_model(X: Any, n: int, strategy: str, seed: int) -> tuple[list[int], list[float]]:
+    """Choose ``n`` rows of ``X`` with a cold-start strategy, which needs no model."""
+    picked, scores = strategy_for(strategy, {}, seed).query(None, X, n, return_scores=True)
+    return [int(i) for i in picked], [float(v) for v in np.asarray(scores)]

@@ -8,6 +8,8 @@ import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from sklearn.dummy import DummyClassifier
+from sklearn.pipeline import make_pipeline
 
 from loopwise.config import CampaignConfig
 from loopwise.pool import build_model, evaluate_model, prediction_agreement
@@ -32,9 +34,15 @@ def labeled_snapshot(
 
 @task(cache_policy=NO_CACHE)
 def fit(cfg: CampaignConfig, X: Any, y: np.ndarray) -> Any:
-    """Fit the campaign's model on the labeled snapshot."""
+    """Fit the campaign's model on the labeled snapshot.
+
+    With a single class labeled (a rare class the cold start missed), no classifier can
+    be fitted: the model predicts that class until the labels hold a second one."""
+    y = np.asarray(y).astype(str)
+    if np.unique(y).size < 2:
+        return make_pipeline(DummyClassifier(strategy="most_frequent")).fit(X, y)
     model = build_model(cfg.model.build(), kind=cfg.data.kind, scale=cfg.model.scale)
-    return model.fit(X, np.asarray(y).astype(str))
+    return model.fit(X, y)
 
 
 @task(cache_policy=NO_CACHE)

@@ -567,14 +567,13 @@ def test_a_stalled_batch_closes_at_its_deadline_and_late_answers_still_count(
 def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     harness, label_studio, ls_client, tmp_path, monkeypatch
 ):
-    """Two annotators, one always wrong, and no third answer: the cold start's disputes go
+    """Two annotators who never agree, and no third answer: the cold start's disputes go
     to the review queue (a Prefect table with a link to each task). With nothing to train
     on, the campaign waits for the expert named in ``labelstudio.reviewers``; the expert's
     answers decide, the annotators' answers are kept, and the campaign goes on."""
     from flows.cycle import cycle
     from loopwise.config import load_campaign
     from tasks.annotators import EMAIL_DOMAIN
-    from tasks.qc import can_train
 
     monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
     name = f"reviewtest-{next(_names)}"
@@ -593,7 +592,7 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     store = Store(f"{cfg.storage_root}/{name}")
     truth = dict(zip(*pd.read_csv(cfg.data.source)[["uid", "truth"]].T.to_numpy(), strict=True))
     crowd = [
-        AnnotatorProfile(name="ann", accuracy=0.97, latency=1.0),
+        AnnotatorProfile(name="ann", accuracy=1.0, latency=1.0),
         AnnotatorProfile(name="wes", accuracy=0.0, latency=1.0),
     ]
     rex = [AnnotatorProfile(name="rex", accuracy=1.0, latency=1.0)]
@@ -605,7 +604,7 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     )  # fmt: skip
     out = cycle(campaign=str(campaign))
     assert out["status"] == "waiting" and not out["progress"]["pending"], out
-    assert not can_train(f"{cfg.storage_root}/{name}", pid)  # why it waits
+    assert not store.read_jsonl(f"labels/{pid}.jsonl")  # nothing to train on: why it waits
     rows = _review_artifact(name)
     queue = {r["item_id"] for r in rows}
     answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
@@ -627,7 +626,7 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     for item in queue:
         rec = labels[item]
         assert rec["method"] == "expert" and rec["label"] == truth[item] and rec["cycle"] == 0
-        assert rec["n_annotations"] == 3 and rec["agreement"] in (0.0, 0.5)
+        assert rec["n_annotations"] == 3 and rec["agreement"] == 0.5
     answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
     assert (answers[answers["item_id"].isin(queue)].groupby("item_id").size() == 3).all()
     users = {u.email: str(u.id) for u in ls_client.users.list()}
@@ -636,6 +635,58 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     assert store.read_json("state.json")["review_queue"] == 0
     assert [r["item_id"] for r in _review_artifact(name)] == ["—"]  # the queue is empty
     assert store.read_json("state.json")["history"][-1]["labels"] == len(labels)
+
+
+def test_a_cold_start_that_found_one_class_goes_on_as_a_cold_start(
+    harness, label_studio, ls_client, tmp_path, monkeypatch
+):
+    """Every cold-start item turns out to be the same class (a rare class missed): no
+    classifier can be fitted. The cycle trains a constant model, lets only the budgets and
+    the pool stop the campaign (the target accuracy 0.01 is reached by the constant and
+    ignored), and picks the next batch with the cold-start strategy; once a second class
+    is labeled, the real model and strategy take over and the target stops it."""
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
+
+    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+    name = f"oneclass-{next(_names)}"
+    campaign = _write_campaign(
+        tmp_path,
+        label_studio,
+        name=name,
+        stopping={"target_metric": 0.01, "kappa_threshold": None, "plateau_window": 5},
+    )
+    cfg = load_campaign(campaign)
+    store = Store(f"{cfg.storage_root}/{name}")
+    truth = dict(zip(*pd.read_csv(cfg.data.source)[["uid", "truth"]].T.to_numpy(), strict=True))
+    sure = [AnnotatorProfile(name=n, accuracy=1.0, latency=1.0) for n in ("ann", "bob")]
+    assert cycle(campaign=str(campaign))["status"] == "dispatched"
+    pid = _pid(ls_client, cfg)
+    cold = store.read_json("state.json")["open_batch"]
+    simulate_annotators(
+        label_studio.url, label_studio.token, pid, dict.fromkeys(cold, "ant"), sure,
+        labels=LABELS, data_kind="tabular", random_state=1,
+    )  # fmt: skip
+    out = cycle(campaign=str(campaign))
+    assert out["status"] == "dispatched" and out["cycle"] == 1, out
+    state = store.read_json("state.json")
+    decided = store.read_json("cycles/0001/decided.json")
+    assert not decided["stop"] and decided["rule"] == "continue"
+    assert "not judged" in decided["details"]["checks"]["target_metric"]["reason"]
+    assert state["history"][-1]["metric"] > 0.01  # the constant model beat the target
+    selected = store.read_json("cycles/0001/selected.json")
+    assert selected["strategy"] == cfg.strategy.cold_start
+    batch1 = state["open_batch"]
+    assert len(batch1) == 20 and not set(batch1) & set(cold)
+
+    simulate_annotators(
+        label_studio.url, label_studio.token, pid, truth, sure, labels=LABELS,
+        data_kind="tabular", items=batch1, random_state=2,
+    )  # fmt: skip
+    assert len({truth[i] for i in batch1}) > 1  # the second batch brings other classes
+    out = cycle(campaign=str(campaign))
+    assert out["status"] == "stopped" and out["cycle"] == 2, out
+    assert store.read_json("state.json")["decision"]["rule"] == "target_metric"
 
 
 def _review_artifact(name: str) -> list[dict]:

@@ -6,8 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tasks.qc import batch_deadline, can_train
-from tasks.storage import Store
+from tasks.qc import batch_deadline
 
 SINCE = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 
@@ -26,13 +25,3 @@ SINCE = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 def test_batch_deadline(timeout, hours_later, forced, expected) -> None:
     now = SINCE + dt.timedelta(hours=hours_later)
     assert batch_deadline(SINCE.isoformat(), timeout, forced=forced, now=now) == expected
-
-
-def test_a_batch_closes_only_when_a_model_can_be_trained(tmp_path) -> None:
-    store = Store(str(tmp_path))
-    assert not can_train(str(tmp_path), 7)
-    store.append_jsonl("labels/7.jsonl", [{"item_id": "a", "label": "cat"}])
-    store.append_jsonl("labels/7.jsonl", [{"item_id": "b", "label": "cat"}])
-    assert not can_train(str(tmp_path), 7)  # one class: nothing to fit
-    store.append_jsonl("labels/7.jsonl", [{"item_id": "c", "label": "dog"}])
-    assert can_train(str(tmp_path), 7)

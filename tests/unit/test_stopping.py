@@ -459,3 +459,21 @@ def test_hindsight_point_on_a_synthetic_power_law_matches_the_analytic_point():
 def test_hindsight_point_validates_prices():
     with pytest.raises(ValueError, match="cost_per_label"):
         hindsight_stop_point(history([0.5, 0.6]), 1.0, -1.0)
+
+
+def test_without_a_model_to_judge_only_the_pool_and_the_budgets_stop():
+    """One class labeled: the metric of a constant model is no reason to stop or go on."""
+    flat = history([0.9, 0.9, 0.9, 0.9])  # target reached and a plateau: both would fire
+    rules = StoppingRules(target_metric=0.5, plateau_window=2, kappa_threshold=None)
+    assert run(flat, rules).rule == "target_metric"
+    d = decide(flat, rules, pool_remaining=1000, next_batch=10, judge_model=False)
+    assert (d.stop, d.rule) == (False, "continue")
+    skipped = [n for n, c in d.details["checks"].items() if "not judged" in c["reason"]]
+    assert skipped == [n for n in RULE_ORDER if n not in stopping.HARD_RULES]
+    # The budgets and the pool still stop it.
+    d = decide(
+        flat, StoppingRules(max_labels=40), pool_remaining=1000, next_batch=10, judge_model=False
+    )
+    assert (d.stop, d.rule) == (True, "label_budget")
+    d = decide(flat, rules, pool_remaining=0, next_batch=10, judge_model=False)
+    assert (d.stop, d.rule) == (True, "pool_exhausted")
