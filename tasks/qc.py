@@ -15,6 +15,7 @@ Ledgers under the storage root (append-only):
 from __future__ import annotations
 
 import datetime as dt
+from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
@@ -38,6 +39,11 @@ __all__ = [
 
 def _labels_key(project_id: int) -> str:
     return f"labels/{project_id}.jsonl"
+
+
+def _answers_per_item(store_root: str, project_id: int) -> Counter[str]:
+    """How many annotations (of any status) each item has in the ledger."""
+    return Counter(r["item_id"] for r in read_annotations(store_root, project_id))
 
 
 @task
@@ -212,9 +218,7 @@ def batch_progress(
     ``disputed`` (item → reason) is kept for the caller's log.
     """
     accepted = {r["item_id"] for r in Store(store_root).read_jsonl(_labels_key(project_id))}
-    answers: dict[str, int] = {}
-    for r in read_annotations(store_root, project_id):
-        answers[r["item_id"]] = answers.get(r["item_id"], 0) + 1
+    answers = _answers_per_item(store_root, project_id)
     review, more, pending = [], [], []
     for item in map(str, items):
         n = answers.get(item, 0)
@@ -266,9 +270,7 @@ def close_open_batch(
     store = Store(store_root)
     key = f"closed/{project_id}.jsonl"
     done = {r["item_id"] for r in store.read_jsonl(key) if r["cycle"] == cycle}
-    answers: dict[str, int] = {}
-    for r in read_annotations(store_root, project_id):
-        answers[r["item_id"]] = answers.get(r["item_id"], 0) + 1
+    answers = _answers_per_item(store_root, project_id)
     now = dt.datetime.now(dt.UTC).isoformat()
     store.append_jsonl(
         key,
