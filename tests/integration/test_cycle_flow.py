@@ -543,6 +543,8 @@ def test_a_stalled_batch_closes_at_its_deadline_and_late_answers_still_count(
 
     # The late answers come in while cycle 1's batch is out: nothing is dropped, the agreed
     # ones are accepted, and `loopwise run --close-batch` moves on with them in the snapshot.
+    res = CliRunner().invoke(app, ["status", str(campaign)])
+    assert res.exit_code == 0 and "batch closes" in res.output, res.output
     _annotate(label_studio, campaign, seed=9, items=late)
     res = CliRunner().invoke(app, ["run", str(campaign), "--close-batch"])
     assert res.exit_code == 0 and f"{name}: dispatched" in res.output, res.output
@@ -571,6 +573,9 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     to the review queue (a Prefect table with a link to each task). With nothing to train
     on, the campaign waits for the expert named in ``labelstudio.reviewers``; the expert's
     answers decide, the annotators' answers are kept, and the campaign goes on."""
+    from typer.testing import CliRunner
+
+    from flows.cli import app
     from flows.cycle import cycle
     from loopwise.config import load_campaign
     from tasks.annotators import EMAIL_DOMAIN
@@ -613,6 +618,8 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     assert all(r["open"].endswith(f"/projects/{pid}/data?task={r['task_id']}") for r in rows)
     assert not queue & {r["item_id"] for r in store.read_jsonl(f"labels/{pid}.jsonl")}
     assert store.read_json("state.json")["review_queue"] == len(queue)
+    res = CliRunner().invoke(app, ["status", str(campaign)])
+    assert f"{len(queue)} dispute(s)" in res.output and f"{name}-review" in res.output, res.output
 
     # The reviewer answers the queue: the batch is complete, cycle 1 trains and dispatches.
     simulate_annotators(
