@@ -8,7 +8,6 @@ import json
 import socket
 import stat
 import struct
-import time
 import urllib.error
 import urllib.request
 from pathlib import Path
@@ -154,10 +153,8 @@ def test_restart_on_same_data_dir_keeps_project_tasks_and_token(ls_work_dir, tmp
         urllib.request.urlopen(f"{first.url}/health", timeout=3)
     assert lss.stop(first) is False  # idempotent
 
-    t0 = time.monotonic()
     second = lss.start(ls_work_dir, first.port, data_dir=data_dir, state_file=state)
     try:
-        assert time.monotonic() - t0 < lss.START_TIMEOUT_S
         assert second.pid != first.pid
         assert (second.url, second.token) == (first.url, first.token)
         client = LabelStudio(base_url=second.url, api_key=first.token)
