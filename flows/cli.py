@@ -424,8 +424,8 @@ def annotate(
     """
     import os
 
-    from tasks.annotators import load_profiles, simulate_annotators
-    from tasks.demo import campaign_project_id, ground_truth
+    from tasks.annotators import load_profiles
+    from tasks.demo import annotate_campaign, campaign_project_id, ground_truth
 
     cfg = _load(campaign)
     if cfg.data.label_column is None:
@@ -445,16 +445,7 @@ def annotate(
         )
     with _steps() as progress:
         progress.add_task(f"annotating the open tasks of project {pid}", total=None)
-        done = simulate_annotators(
-            cfg.labelstudio.url,
-            token,
-            pid,
-            ground_truth(cfg),
-            load_profiles(profiles),
-            labels=cfg.labels,
-            data_kind=cfg.data.kind,
-            random_state=seed,
-        )
+        done = annotate_campaign(cfg, token, pid, ground_truth(cfg), load_profiles(profiles), seed)
     if done["starved"]:
         err.print(
             f"[yellow]warning:[/] {len(done['starved'])} task(s) want more answers than the "

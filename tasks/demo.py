@@ -133,9 +133,27 @@ def campaign_project_id(cfg, token: str) -> int | None:
     return None
 
 
+def annotate_campaign(
+    cfg, token: str, project_id: int, truth: dict[str, str], profiles, seed: int
+) -> dict:
+    """One round of simulated annotators on the campaign's open tasks (seeded)."""
+    from tasks.annotators import simulate_annotators
+
+    return simulate_annotators(
+        cfg.labelstudio.url,
+        token,
+        project_id,
+        truth,
+        profiles,
+        labels=cfg.labels,
+        data_kind=cfg.data.kind,
+        random_state=seed,
+    )
+
+
 def run_demo(campaign: str, timeout: float) -> int:
     from loopwise.config import load_campaign
-    from tasks.annotators import load_profiles, simulate_annotators
+    from tasks.annotators import load_profiles
     from tasks.state import campaign_store, read_state
 
     cfg = load_campaign(campaign)
@@ -161,16 +179,7 @@ def run_demo(campaign: str, timeout: float) -> int:
             pid = campaign_project_id(cfg, env["LABEL_STUDIO_API_KEY"])
             if pid is not None and state["stage"] == "waiting":
                 seed += 1
-                simulate_annotators(
-                    cfg.labelstudio.url,
-                    env["LABEL_STUDIO_API_KEY"],
-                    pid,
-                    truth,
-                    profiles,
-                    labels=cfg.labels,
-                    data_kind=cfg.data.kind,
-                    random_state=seed,
-                )
+                annotate_campaign(cfg, env["LABEL_STUDIO_API_KEY"], pid, truth, profiles, seed)
             time.sleep(1)
         else:
             print(

@@ -354,8 +354,8 @@ def _runs_in(stack: Stack, states: list[str]) -> list[tuple[str, str]]:
 def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
     """Start the campaign and play the annotators until its state says stopped (as ``make demo``)."""
     from loopwise.config import load_campaign
-    from tasks.annotators import load_profiles, simulate_annotators
-    from tasks.demo import campaign_project_id, ground_truth
+    from tasks.annotators import load_profiles
+    from tasks.demo import annotate_campaign, campaign_project_id, ground_truth
     from tasks.state import campaign_store, read_state
 
     cfg = load_campaign(stack.campaign_file)
@@ -385,16 +385,7 @@ def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
             project_id = campaign_project_id(cfg, stack.labelstudio.token)
         if project_id is not None and state["stage"] == "waiting":
             seed += 1
-            simulate_annotators(
-                cfg.labelstudio.url,
-                stack.labelstudio.token,
-                project_id,
-                truth,
-                profiles,
-                labels=cfg.labels,
-                data_kind=cfg.data.kind,
-                random_state=seed,
-            )
+            annotate_campaign(cfg, stack.labelstudio.token, project_id, truth, profiles, seed)
         time.sleep(1)
     stack.campaign = {
         "cfg": cfg,
