@@ -46,24 +46,24 @@ test-fast: install  ## the suite without the slow and the server tests
 	$(RUN) pytest -m "not slow and not integration"
 
 labelstudio-start: install  ## start a local Label Studio on 127.0.0.1:8080; URL and token in .loopwise/labelstudio.env
-	$(RUN) python -m tasks.labelstudio_server start --port 8080
+	$(RUN) python -m devstack.labelstudio_server start --port 8080
 
 labelstudio-stop: install  ## stop it (by process id)
-	$(RUN) python -m tasks.labelstudio_server stop
+	$(RUN) python -m devstack.labelstudio_server stop
 
 lint: install  ## ruff
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
 
 demo: install  ## the real loop: Label Studio, Prefect server + worker, MLflow, simulated annotators, to a stop
-	$(RUN) python -m tasks.demo
+	$(RUN) python -m devstack.demo
 
 demo-sim: install  ## simulated campaign on a real dataset (no servers): default strategy vs random
 	$(RUN) python -m loopwise.demo --out demo-output
 
 down:  ## stop every server the demo started (by process id)
-	-$(RUN) python -m tasks.servers stop
-	-$(RUN) python -m tasks.labelstudio_server stop
+	-$(RUN) python -m devstack.servers stop
+	-$(RUN) python -m devstack.labelstudio_server stop
 
 demo-clean: down  ## forget the demo campaign: its state, MLflow store, Prefect and Label Studio data
 	rm -rf .loopwise/store/letter-demo .loopwise/mlflow.db .loopwise/mlartifacts/letter-demo \

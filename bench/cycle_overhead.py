@@ -8,7 +8,7 @@ Setup (not timed): a synthetic table of ``--rows`` rows (sklearn ``make_classifi
 20 float32 features, 10 classes, a ``label`` column of ground truth) written as Parquet to
 a temporary folder and used as the campaign's ``data.source``; the holdout is the
 campaign's hashed 20 % split of it; ``--labeled`` pool rows (500) are labeled (label
-ledger and dispatch ledger written to a local :class:`tasks.storage.Store`), four
+ledger and dispatch ledger written to a local :class:`storage.store.Store`), four
 earlier cycles sit in ``state.json`` so that the stopping rules fit a learning curve,
 and the previous cycle's stop-set predictions are checkpointed. MLflow logs to SQLite
 in the temporary folder (artifacts there too).
@@ -461,10 +461,10 @@ PROFILE_KEYS = [
     ("mlflow/tracking/fluent.py", "log_metrics", "MLflow: log_metrics"),
     ("tasks/evaluate.py", "log_decision", "MLflow: log_decision (task body)"),
     ("tasks/train.py", "labeled_snapshot", "storage: labeled_snapshot (task body)"),
-    ("tasks/storage.py", "write_snapshot", "storage: write_snapshot"),
-    ("tasks/storage.py", "read_parquet", "storage: read_parquet"),
-    ("tasks/storage.py", "read_jsonl", "storage: read_jsonl (ledgers)"),
-    ("tasks/storage.py", "write_json", "storage: write_json (state, checkpoints)"),
+    ("storage/store.py", "write_snapshot", "storage: write_snapshot"),
+    ("storage/store.py", "read_parquet", "storage: read_parquet"),
+    ("storage/store.py", "read_jsonl", "storage: read_jsonl (ledgers)"),
+    ("storage/store.py", "write_json", "storage: write_json (state, checkpoints)"),
     ("tasks/data.py", "load_pool", "load_pool (task body)"),
     ("loopwise/pool.py", "holdout_mask", "holdout_mask"),
     ("prefect/task_engine.py", "run_task_sync", "Prefect: task runs, whole (incl. bodies)"),

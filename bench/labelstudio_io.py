@@ -30,11 +30,11 @@ sys.path.insert(0, str(HERE.parent))
 from sklearn.datasets import load_digits  # noqa: E402
 from sklearn.model_selection import train_test_split  # noqa: E402
 
+from devstack import labelstudio_server as lss  # noqa: E402
 from loopwise.consensus import AdaptiveOverlap, AnnotatorProfile, simulate_adaptive_overlap  # noqa: E402
 from loopwise.labelstudio import task_payload  # noqa: E402
 from loopwise.simulate import default_model  # noqa: E402
 from tasks import labelstudio as ls  # noqa: E402
-from tasks import labelstudio_server as lss  # noqa: E402
 
 LABELS = ["neg", "pos", "neutral"]
 

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from loopwise.config import CampaignConfig, ConfigError, load_campaign
+from storage.store import Store
 from tasks.data import load_pool, quarantine_broken_lines, split_holdout
 from tasks.labelstudio import ensure_project, read_annotations
 from tasks.report import publish_batch, publish_summary
@@ -23,7 +24,6 @@ from tasks.state import (
     save_checkpoint,
     write_state,
 )
-from tasks.storage import Store
 
 __all__ = [
     "CampaignContext",

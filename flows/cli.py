@@ -120,7 +120,7 @@ def init(
 ) -> None:
     """Write a campaign config and a great-expectations suite inferred from DATA_FILE."""
     from loopwise import infer
-    from tasks.storage import read_table
+    from storage.tables import read_table
 
     campaign = _slug(name or Path(data_file.split("?")[0]).name.split(".")[0])
     config_path = configs_dir / f"{campaign}.yaml"
@@ -424,8 +424,8 @@ def annotate(
     """
     import os
 
-    from tasks.annotators import load_profiles
-    from tasks.demo import annotate_campaign, campaign_project_id, ground_truth
+    from devstack.annotators import load_profiles
+    from devstack.demo import annotate_campaign, campaign_project_id, ground_truth
 
     cfg = _load(campaign)
     if cfg.data.label_column is None:

@@ -157,7 +157,9 @@ def annotators_simulate(
         raise typer.BadParameter(
             f"environment variable {token_env} is not set (it holds the API token)"
         )
-    sim = importlib.import_module("tasks.annotators")  # the I/O side lives outside the pure library
+    sim = importlib.import_module(
+        "devstack.annotators"
+    )  # the I/O side lives outside the pure library
     try:
         specs = sim.load_profiles(profiles)
     except ValueError as err:

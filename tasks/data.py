@@ -12,7 +12,8 @@ from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
 from loopwise.pool import assign_ids, split_by_hash
-from tasks.storage import Store, quarantine_key, read_table
+from storage.store import Store, quarantine_key
+from storage.tables import read_table
 
 __all__ = ["load_pool", "quarantine_broken_lines", "split_holdout"]
 

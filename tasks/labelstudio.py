@@ -36,7 +36,7 @@ from loopwise.labelstudio import (
     parse_task_annotations,
     task_payload,
 )
-from tasks.storage import Store
+from storage.store import Store
 
 __all__ = [
     "ProjectMismatchError",

@@ -23,8 +23,8 @@ import pandas as pd
 from prefect import task
 
 from loopwise import consensus
+from storage.store import Store
 from tasks.labelstudio import connect, read_annotations
-from tasks.storage import Store
 
 __all__ = [
     "batch_deadline",

@@ -15,8 +15,8 @@ from prefect.cache_policies import NO_CACHE
 from loopwise import report as lw_report
 from loopwise.config import CampaignConfig
 from loopwise.plots import report_figures
+from storage.store import Store
 from tasks.state import checkpoint, read_state
-from tasks.storage import Store
 
 log = logging.getLogger(__name__)
 

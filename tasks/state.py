@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from tasks.storage import Store
+from storage.store import Store
 
 __all__ = [
     "STAGES",

@@ -13,7 +13,7 @@ from sklearn.pipeline import make_pipeline
 
 from loopwise.config import CampaignConfig
 from loopwise.pool import build_model, evaluate_model, prediction_agreement
-from tasks.storage import Store
+from storage.store import Store
 
 __all__ = ["evaluate", "fit", "labeled_snapshot"]
 

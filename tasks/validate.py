@@ -49,7 +49,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from tasks.storage import Store, quarantine_key
+from storage.store import Store, quarantine_key
 
 __all__ = [
     "ValidationFailed",

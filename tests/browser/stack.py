@@ -1,6 +1,6 @@
 """A private copy of the demo stack for the browser test, and a short real campaign on it.
 
-Like ``tasks.demo.start_stack`` and ``run_demo``, but every server listens on a free
+Like ``devstack.demo.start_stack`` and ``run_demo``, but every server listens on a free
 port of 127.0.0.1 and keeps its data in a temporary folder: the user's own demo
 servers (4200, 5000, 8080) and their pid files under ``.loopwise/run/`` are never
 touched. Every process started here is stopped by its process id (its whole process
@@ -29,8 +29,8 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from tasks import labelstudio_server as lss
-from tasks import servers
+from devstack import labelstudio_server as lss
+from devstack import servers
 
 REPO = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -353,9 +353,9 @@ def _runs_in(stack: Stack, states: list[str]) -> list[tuple[str, str]]:
 
 def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
     """Start the campaign and play the annotators until its state says stopped (as ``make demo``)."""
+    from devstack.annotators import load_profiles
+    from devstack.demo import annotate_campaign, campaign_project_id, ground_truth
     from loopwise.config import load_campaign
-    from tasks.annotators import load_profiles
-    from tasks.demo import annotate_campaign, campaign_project_id, ground_truth
     from tasks.state import campaign_store, read_state
 
     cfg = load_campaign(stack.campaign_file)

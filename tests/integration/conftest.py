@@ -1,4 +1,4 @@
-"""Fixtures that run a real Label Studio on 127.0.0.1 (see tasks/labelstudio_server.py).
+"""Fixtures that run a real Label Studio on 127.0.0.1 (see devstack/labelstudio_server.py).
 
 The tool environment and the migrated template database are cached in
 ``<repo>/.loopwise/`` (override with ``LOOPWISE_WORK_DIR``): the first session
@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import labelstudio_server as lss
+from devstack import labelstudio_server as lss
 
 
 @pytest.fixture(scope="session")

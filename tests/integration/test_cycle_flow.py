@@ -19,8 +19,8 @@ import pytest
 import yaml
 from sklearn.datasets import make_classification
 
-from tasks.annotators import AnnotatorProfile, simulate_annotators
-from tasks.storage import Store
+from devstack.annotators import AnnotatorProfile, simulate_annotators
+from storage.store import Store
 
 pytestmark = pytest.mark.integration
 
@@ -575,10 +575,10 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     answers decide, the annotators' answers are kept, and the campaign goes on."""
     from typer.testing import CliRunner
 
+    from devstack.annotators import EMAIL_DOMAIN
     from flows.cli import app
     from flows.cycle import cycle
     from loopwise.config import load_campaign
-    from tasks.annotators import EMAIL_DOMAIN
 
     monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
     name = f"reviewtest-{next(_names)}"

@@ -10,10 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from devstack import annotators
+from devstack.annotators import AnnotatorProfile
 from loopwise import consensus
-from tasks import annotators, labelstudio
-from tasks.annotators import AnnotatorProfile
-from tasks.storage import Store
+from storage.store import Store
+from tasks import labelstudio
 
 pytestmark = pytest.mark.integration
 
@@ -299,7 +300,7 @@ def test_polling_is_incremental_and_an_edited_annotation_is_appended_not_overwri
 
 
 def test_a_restart_between_dispatch_and_polling_loses_nothing(ls_work_dir, tmp_path):
-    from tasks import labelstudio_server as lss
+    from devstack import labelstudio_server as lss
 
     data, state, store = tmp_path / "ls", tmp_path / "server.json", str(tmp_path / "store")
     info = lss.start(ls_work_dir, data_dir=data, state_file=state)

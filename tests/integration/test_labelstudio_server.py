@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tasks import labelstudio_server as lss
+from devstack import labelstudio_server as lss
 
 pytestmark = pytest.mark.integration
 

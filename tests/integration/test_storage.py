@@ -1,4 +1,4 @@
-"""tasks.storage.Store on both backends: a local folder and S3 on a real moto_server."""
+"""storage.store.Store on both backends: a local folder and S3 on a real moto_server."""
 
 from __future__ import annotations
 
@@ -12,8 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks import storage
-from tasks.storage import Store, open_store, read_table
+from storage import store as storage
+from storage.store import Store, open_store
+from storage.tables import read_table
 
 pytestmark = pytest.mark.integration
 

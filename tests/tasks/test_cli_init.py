@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from flows.cli import app
 from loopwise.config import load_campaign
-from tasks.storage import Store
+from storage.store import Store
 
 runner = CliRunner()
 

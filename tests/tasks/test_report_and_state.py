@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from loopwise.config import CampaignConfig
+from storage.store import Store
 from tasks.labelstudio import read_annotations
 from tasks.qc import batch_progress
 from tasks.report import summary_markdown
@@ -18,7 +19,6 @@ from tasks.state import (
     save_checkpoint,
     write_state,
 )
-from tasks.storage import Store
 
 
 @pytest.fixture

@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tasks.storage import Store
+from storage.store import Store
 from tasks.validate import (
     ValidationFailed,
     suite_for_labels,

@@ -17,8 +17,8 @@ import sys
 import time
 from pathlib import Path
 
-from tasks import labelstudio_server as lss
-from tasks import servers
+from devstack import labelstudio_server as lss
+from devstack import servers
 
 REPO = servers.REPO
 PREFECT_PORT, MLFLOW_PORT, LS_PORT = 4200, 5000, 8080
@@ -137,7 +137,7 @@ def annotate_campaign(
     cfg, token: str, project_id: int, truth: dict[str, str], profiles, seed: int
 ) -> dict:
     """One round of simulated annotators on the campaign's open tasks (seeded)."""
-    from tasks.annotators import simulate_annotators
+    from devstack.annotators import simulate_annotators
 
     return simulate_annotators(
         cfg.labelstudio.url,
@@ -152,8 +152,8 @@ def annotate_campaign(
 
 
 def run_demo(campaign: str, timeout: float) -> int:
+    from devstack.annotators import load_profiles
     from loopwise.config import load_campaign
-    from tasks.annotators import load_profiles
     from tasks.state import campaign_store, read_state
 
     cfg = load_campaign(campaign)
@@ -229,7 +229,7 @@ def _report(state: dict, shown: set) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tasks.demo", description=__doc__.split("\n")[0]
+        prog="python -m devstack.demo", description=__doc__.split("\n")[0]
     )
     parser.add_argument("--campaign", default="configs/demo.yaml")
     parser.add_argument(

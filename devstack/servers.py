@@ -2,10 +2,10 @@
 
 Each is a child process bound to 127.0.0.1, with its log and a pid file under
 ``.loopwise/run/``; ``stop_all`` stops them by process id. Label Studio has its
-own module (:mod:`tasks.labelstudio_server`).
+own module (:mod:`devstack.labelstudio_server`).
 
-    python -m tasks.servers status
-    python -m tasks.servers stop
+    python -m devstack.servers status
+    python -m devstack.servers stop
 """
 
 from __future__ import annotations
@@ -145,7 +145,7 @@ def stop_all() -> list[str]:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tasks.servers", description=__doc__.split("\n")[0]
+        prog="python -m devstack.servers", description=__doc__.split("\n")[0]
     )
     parser.add_argument("command", choices=["status", "stop"])
     args = parser.parse_args(argv)

@@ -2,10 +2,10 @@
 
 Used by the make targets, the integration-test fixture and the demo::
 
-    python -m tasks.labelstudio_server install
-    python -m tasks.labelstudio_server start [--port N] [--data-dir DIR] [--show-token]
-    python -m tasks.labelstudio_server status
-    python -m tasks.labelstudio_server stop
+    python -m devstack.labelstudio_server install
+    python -m devstack.labelstudio_server start [--port N] [--data-dir DIR] [--show-token]
+    python -m devstack.labelstudio_server status
+    python -m devstack.labelstudio_server stop
 
 Facts this module is built on (``shared/LABEL_STUDIO.md``, re-measured here):
 
@@ -863,7 +863,7 @@ def status(work_dir: Path | str | None = None, *, state_file: Path | str | None 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m tasks.labelstudio_server",
+        prog="python -m devstack.labelstudio_server",
         description="Install, start, stop a local Label Studio (127.0.0.1 only).",
     )
     parser.add_argument(
