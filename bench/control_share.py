@@ -5,7 +5,7 @@ control: an unbiased accuracy estimate and the counterfactual of random labeling
 Those labels are not chosen by the strategy, so they may buy less accuracy. This runs
 the label-efficiency protocol (``label_efficiency.py``: 5 paired seeds, batches of 10,
 budget 500) with three arms: the default strategy, the default with its control share
-(``loopwise.pool.control_count`` / ``draw_control``, exactly as the cycle draws it), and
+(``loopwise.batch.control_count`` / ``draw_control``, exactly as the cycle draws it), and
 random. Writes bench/results/control_share.{json,md}.
 
     python bench/control_share.py
@@ -30,7 +30,7 @@ sys.path.insert(0, str(HERE))
 from label_efficiency import MAX_ROWS, prepare  # noqa: E402
 
 from loopwise import strategies  # noqa: E402
-from loopwise.pool import control_count, draw_control  # noqa: E402
+from loopwise.batch import control_count, draw_control  # noqa: E402
 from loopwise.simulate import run_simulation  # noqa: E402
 
 RESULTS = HERE / "results"

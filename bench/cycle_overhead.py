@@ -16,7 +16,7 @@ in the temporary folder (artifacts there too).
 One cycle's compute, timed two ways in one process, interleaved, median of
 ``--repeats`` after one untimed warm-up of each:
 
-(a) plain — the pure functions: ``pandas.read_parquet``, ``loopwise.pool.assign_ids`` /
+(a) plain — the pure functions: ``pandas.read_parquet``, ``loopwise.items.assign_ids`` /
     ``holdout_mask``, the label join, ``tasks.data.features``, ``build_model(...).fit``,
     ``evaluate_model``, stop-set predictions and kappa, ``loopwise.stopping.decide``,
     ``partition_scores`` over ``score_partitions`` (4) partitions,
@@ -81,18 +81,15 @@ sys.path.insert(0, str(HERE.parent))
 # Only what the plain path needs at module level: Prefect, MLflow and ``tasks`` (which
 # imports Prefect) are imported by the orchestrated path, so that a fresh process
 # running the plain cycle pays for none of them.
+from loopwise.batch import batch_records  # noqa: E402
 from loopwise.config import CampaignConfig, load_campaign  # noqa: E402
-from loopwise.pool import (  # noqa: E402
-    assign_ids,
-    batch_records,
-    build_model,
-    evaluate_model,
-    model_inputs,
+from loopwise.features import model_inputs  # noqa: E402
+from loopwise.items import assign_ids, split_by_hash  # noqa: E402
+from loopwise.model import build_model, evaluate_model, prediction_agreement  # noqa: E402
+from loopwise.scoring import (  # noqa: E402
     partition_bounds,
     partition_scores,
-    prediction_agreement,
     select_from_candidates,
-    split_by_hash,
     strategy_for,
 )
 from loopwise.stopping import decide, history_records  # noqa: E402
@@ -466,7 +463,7 @@ PROFILE_KEYS = [
     ("storage/store.py", "read_jsonl", "storage: read_jsonl (ledgers)"),
     ("storage/store.py", "write_json", "storage: write_json (state, checkpoints)"),
     ("tasks/data.py", "load_pool", "load_pool (task body)"),
-    ("loopwise/pool.py", "holdout_mask", "holdout_mask"),
+    ("loopwise/{items,features,model,scoring,batch}.py", "holdout_mask", "holdout_mask"),
     ("prefect/task_engine.py", "run_task_sync", "Prefect: task runs, whole (incl. bodies)"),
     ("prefect/task_engine.py", "call_task_fn", "Prefect: task bodies"),
     ("prefect/task_engine.py", "begin_run", "Prefect: task begin_run"),

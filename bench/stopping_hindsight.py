@@ -57,16 +57,13 @@ sys.path.insert(0, str(HERE.parent))
 
 from loopwise.config import CampaignConfig, load_campaign  # noqa: E402
 from loopwise.datasets import data_dir  # noqa: E402
-from loopwise.pool import (  # noqa: E402
-    assign_ids,
-    build_model,
-    evaluate_model,
-    feature_matrix,
+from loopwise.features import feature_matrix  # noqa: E402
+from loopwise.items import assign_ids, split_by_hash  # noqa: E402
+from loopwise.model import build_model, evaluate_model, prediction_agreement  # noqa: E402
+from loopwise.scoring import (  # noqa: E402
     partition_bounds,
     partition_scores,
-    prediction_agreement,
     select_from_candidates,
-    split_by_hash,
     strategy_for,
 )
 from loopwise.stopping import CycleRecord, StoppingRules, decide, hindsight_stop_point  # noqa: E402

@@ -8,7 +8,8 @@ from prefect import flow
 from pydantic import Field
 
 from flows._common import campaign_context, dispatch_and_wait, next_run_parameters
-from loopwise.pool import batch_records, control_count, draw_control, model_inputs
+from loopwise.batch import batch_records, control_count, draw_control
+from loopwise.features import model_inputs
 from tasks.score import select_without_model
 from tasks.state import checkpoint, save_checkpoint, write_state
 

@@ -24,7 +24,8 @@ from flows._common import (
     stop_set_ids,
 )
 from loopwise import strategies
-from loopwise.pool import batch_records, control_count, draw_control, model_inputs
+from loopwise.batch import batch_records, control_count, draw_control
+from loopwise.features import model_inputs
 from tasks.decide import check_drift, stopping_decision
 from tasks.evaluate import log_cycle, log_decision
 from tasks.labelstudio import collect_annotations

@@ -29,7 +29,8 @@ import numpy as np
 import pandas as pd
 
 from loopwise.config import CampaignConfig
-from loopwise.pool import build_model, model_inputs
+from loopwise.features import model_inputs
+from loopwise.model import build_model
 from loopwise.stopping import fit_learning_curve
 
 __all__ = [

@@ -11,7 +11,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
-from loopwise.pool import assign_ids, split_by_hash
+from loopwise.items import assign_ids, split_by_hash
 from storage.store import Store, quarantine_key
 from storage.tables import read_table
 

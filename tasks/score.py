@@ -8,7 +8,12 @@ import numpy as np
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from loopwise.pool import partition_bounds, partition_scores, select_from_candidates, strategy_for
+from loopwise.scoring import (
+    partition_bounds,
+    partition_scores,
+    select_from_candidates,
+    strategy_for,
+)
 
 __all__ = ["partitions", "score_partition", "select_batch", "select_without_model"]
 

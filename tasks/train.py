@@ -12,7 +12,7 @@ from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import make_pipeline
 
 from loopwise.config import CampaignConfig
-from loopwise.pool import build_model, evaluate_model, prediction_agreement
+from loopwise.model import build_model, evaluate_model, prediction_agreement
 from storage.store import Store
 
 __all__ = ["evaluate", "fit", "labeled_snapshot"]

@@ -25,7 +25,7 @@ def letter() -> pd.DataFrame:
     if not path.is_file():
         pytest.skip(f"{path} is absent (set LOOPWISE_DATASETS to the folder holding letter.csv)")
     df = pd.read_csv(path, encoding="utf-8-sig")  # the file starts with a UTF-8 BOM
-    # the id the data stage gives every row (loopwise.pool.assign_ids without an id column)
+    # the id the data stage gives every row (loopwise.items.assign_ids without an id column)
     df.insert(0, "item_id", [f"r{i:07d}" for i in range(len(df))])
     return df
 

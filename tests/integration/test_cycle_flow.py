@@ -285,7 +285,7 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
     assert len(flow_runs) == go_runs, (sorted(keys), [r["status"] for r in results])
 
     # The control share: a tenth of every batch, drawn at random, marked, never scored.
-    from loopwise.pool import control_count
+    from loopwise.batch import control_count
 
     batches = {
         k: store.read_json(f"cycles/{k:04d}/selected.json")["batch"]

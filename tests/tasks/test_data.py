@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from loopwise.config import CampaignConfig
-from loopwise.pool import model_inputs as features
+from loopwise.features import model_inputs as features
 from tasks.data import split_holdout
 
 

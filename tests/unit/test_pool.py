@@ -12,16 +12,13 @@ from sklearn.metrics import cohen_kappa_score
 from sklearn.preprocessing import StandardScaler
 
 from loopwise import strategies
-from loopwise.pool import (
+from loopwise.features import feature_matrix
+from loopwise.items import assign_ids, holdout_mask
+from loopwise.model import build_model, evaluate_model, prediction_agreement
+from loopwise.scoring import (
     PREFILTER_FACTOR,
-    assign_ids,
-    build_model,
-    evaluate_model,
-    feature_matrix,
-    holdout_mask,
     partition_bounds,
     partition_scores,
-    prediction_agreement,
     select_from_candidates,
     strategy_for,
 )
@@ -363,7 +360,7 @@ def test_candidate_order_does_not_change_the_selection(problem):
 
 
 def test_split_by_hash_loses_no_row_and_holds_out_only_known_labels():
-    from loopwise.pool import split_by_hash
+    from loopwise.items import split_by_hash
 
     df = assign_ids(pd.DataFrame({"y": ["a", "b", None, "zz"] * 250, "x": range(1000)}), None)
     pool, holdout = split_by_hash(df, "y", ["a", "b"], 0.3, seed=1)

@@ -1,4 +1,4 @@
-"""The campaign report's numbers (loopwise/report.py) and the control share (loopwise/pool.py)."""
+"""The campaign report's numbers (loopwise/report.py) and the control share (loopwise/{items,features,model,scoring,batch}.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import pandas as pd
 import pytest
 
 from loopwise import report as rp
+from loopwise.batch import control_count, draw_control
 from loopwise.config import CampaignConfig
 from loopwise.plots import report_figures
-from loopwise.pool import control_count, draw_control
 
 
 def _cfg(**extra) -> CampaignConfig:

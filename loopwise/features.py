@@ -1,0 +1,74 @@
+"""What the model reads: rows turned into float32 features or texts, encoded together
+so that the columns of the pool, the holdout and the labeled snapshot line up."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopwise.config import CampaignConfig
+
+__all__ = [
+    "feature_matrix",
+    "model_inputs",
+]
+
+
+def feature_matrix(
+    df: pd.DataFrame,
+    *,
+    feature_columns: Sequence[str] | None,
+    text_column: str | None,
+    exclude: Sequence[str] = (),
+) -> Any:
+    """What the model reads: the texts (object array) or float32 features.
+
+    Categorical feature columns are one-hot encoded over the categories present in
+    ``df``, so pass the whole pool plus holdout at once to keep columns aligned.
+    """
+    if text_column is not None:
+        if text_column not in df.columns:
+            raise ValueError(f"text column {text_column!r} not in the data")
+        return df[text_column].fillna("").astype(str).to_numpy(object)
+    cols = (
+        list(feature_columns)
+        if feature_columns
+        else [c for c in df.columns if c not in set(exclude) | {"item_id"}]
+    )
+    missing = [c for c in cols if c not in df.columns]
+    if missing:
+        raise ValueError(f"feature column(s) {missing} not in the data")
+    frame = df[cols]
+    categorical = [c for c in cols if not pd.api.types.is_numeric_dtype(frame[c])]
+    if categorical:
+        frame = pd.get_dummies(frame, columns=categorical, dtype=np.float32)
+    return frame.to_numpy(np.float32)
+
+
+def model_inputs(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:
+    """The model inputs of each frame, encoded together so that their columns line up."""
+    exclude = [c for c in (cfg.data.id_column, cfg.data.label_column, cfg.data.text_column) if c]
+    # Only columns every frame has: the snapshot's annotated ``label`` is never a feature.
+    shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
+    columns = cfg.data.feature_columns or [c for c in shared if c not in set(exclude) | {"item_id"}]
+    both = pd.concat([f[[*columns, *_text_of(f, cfg)]] for f in frames], ignore_index=True)
+    X = feature_matrix(
+        both,
+        feature_columns=columns,
+        text_column=cfg.data.text_column,
+        exclude=exclude,
+    )
+    out, start = [], 0
+    for f in frames:
+        out.append(X[start : start + len(f)])
+        start += len(f)
+    return out
+
+
+def _text_of(frame: pd.DataFrame, cfg: CampaignConfig) -> list[str]:
+    """The text column, where the frame has it (text campaigns read it)."""
+    text = cfg.data.text_column
+    return [text] if text and text in frame.columns else []
