@@ -19,12 +19,13 @@ things without a separate experiment:
 from __future__ import annotations
 
 import base64
-import html
+import functools
 import math
 from collections import Counter, defaultdict
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import jinja2
 import numpy as np
 import pandas as pd
 
@@ -328,192 +329,56 @@ def _drift_row(cycle: int, drift: Mapping[str, Any]) -> dict[str, Any]:
 # --------------------------------------------------------------------------- HTML
 
 
-_CSS = """
-body{font:15px/1.45 system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#1d1d1f}
-h1{font-size:1.6em;margin-bottom:.2em}h2{margin-top:1.8em;border-bottom:1px solid #ddd;padding-bottom:.2em}
-.kpis{display:grid;grid-template-columns:repeat(auto-fit,minmax(190px,1fr));gap:.8em;margin:1.2em 0}
-.kpi{background:#f5f6f8;border-radius:8px;padding:.7em 1em}.kpi b{display:block;font-size:1.5em}
-table{border-collapse:collapse;width:100%;margin:.6em 0}th,td{border-bottom:1px solid #e3e3e3;padding:.35em .5em;text-align:right}
-th:first-child,td:first-child,td.text{text-align:left}img{max-width:100%}.muted{color:#666;font-size:.9em}
-.stop{color:#b00020;font-weight:600}.go{color:#1b7f3b}
-"""
-
-
-def _f(v: Any, fmt: str = "{:.4f}", none: str = "—") -> str:
+def _num(v: Any, spec: str = ".4f") -> str:
+    """``format(v, spec)``, or a dash for a missing or non-finite number."""
     if v is None or (isinstance(v, float) and not math.isfinite(v)):
-        return none
-    return fmt.format(v)
+        return "—"
+    return format(v, spec)
 
 
-def _table(
-    header: Sequence[str], rows: Sequence[Sequence[str]], text_cols: set[int] = frozenset()
-) -> str:
-    head = "".join(
-        f'<th style="text-align:left">{html.escape(h)}</th>'
-        if i in text_cols
-        else f"<th>{html.escape(h)}</th>"
-        for i, h in enumerate(header)
+@functools.cache
+def _template() -> jinja2.Template:
+    env = jinja2.Environment(
+        loader=jinja2.PackageLoader("loopwise", "templates"),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
     )
-    body = "".join(
-        "<tr>"
-        + "".join(
-            f'<td class="text">{c}</td>' if i in text_cols else f"<td>{c}</td>"
-            for i, c in enumerate(r)
-        )
-        + "</tr>"
-        for r in rows
-    )
-    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+    env.filters["fmt"] = format
+    env.filters["num"] = _num
+    return env.get_template("report.html.j2")
+
+
+def _saving_case(report: Mapping[str, Any]) -> str:
+    """Which claim the report can make about the labels saved against random labeling.
+
+    ``"saved"``: a saving was estimated; ``"no_gain"``: where both were measured the
+    campaign did no better than random; ``"random_above"``: random labeling's fitted
+    curve is above the campaign's; ``"short"``: not enough points for either curve.
+    """
+    need = report.get("random_needed") or {}
+    if report.get("saved_labels") is not None:
+        return "saved"
+    if need and need.get("ratio") is not None:
+        return "no_gain"
+    return "random_above" if need else "short"
 
 
 def render_html(
     report: Mapping[str, Any], figures: Mapping[str, bytes], links: Mapping[str, str] | None = None
 ) -> str:
-    """One self-contained page: the figures are embedded PNGs, nothing is fetched."""
-    r = report
-    e = html.escape
-    img = {
-        k: f'<img alt="{e(k)}" src="data:image/png;base64,{base64.b64encode(v).decode()}">'
-        for k, v in figures.items()
-    }
-    ce = r.get("control_estimate")
-    need = r.get("random_needed") or {}
-    if need and need.get("ratio") is not None:
-        compare = (
-            f"At {need['control_labels']} labels, random labeling reached "
-            f"{need['random_accuracy']:.3f} (fitted to the control-only models); the campaign's "
-            f"curve reaches that with {need['campaign_labels_for_it']:,.0f} labels "
-            f"({need['ratio']:.2f}× the labels). "
-        )
-    else:
-        compare = ""
-    if r.get("saved_labels") is not None:
-        more = "at least " if need.get("beyond_pool") else "about "
-        saving = compare + (
-            f"If that ratio holds up to the current accuracy, random labeling would need "
-            f"{more}<b>{need['labels']:,.0f}</b> labels to reach {_f(r['metric'])}"
-            f"{' (the whole pool)' if need.get('beyond_pool') else ''}; the campaign used "
-            f"{r['metric_labels']:,}. Saved: <b>{r['saved_labels']:,.0f} labels ≈ "
-            f"{r['saved_money']:,.2f}</b> (at {_f(r['cost_per_label'], '{:.3f}')} per accepted "
-            "label). An estimate that errs low: active learning's lead usually grows with the labels."
-        )
-        saved_kpi = f"{r['saved_money']:,.2f}"
-    elif need and need.get("ratio") is not None:
-        saving = (
-            compare
-            + "Where both were measured, the campaign did no better than random labeling: no saving is claimed."
-        )
-        saved_kpi = "none measured"
-    elif need:
-        saving = (
-            f"Random labeling's fitted curve is above the campaign's at {need['control_labels']} "
-            "labels: no saving is claimed."
-        )
-        saved_kpi = "none measured"
-    else:
-        saving = (
-            "Not enough data yet: the comparison needs the campaign's and the control-only "
-            "models' accuracy at three different label counts each."
-        )
-        saved_kpi = "—"
-    kpis = [
-        ("cycles", f"{r['cycles']}"),
-        ("labels accepted", f"{r['labels']:,}"),
-        ("money spent", f"{r['spent']:,.2f}"),
-        ("holdout accuracy", _f(r.get("metric"))),
-        (
-            "control estimate (pool)",
-            "—" if not ce else f"{ce['accuracy']:.3f} [{ce['ci_low']:.3f}, {ce['ci_high']:.3f}]",
-        ),
-        ("saved vs random", saved_kpi),
-    ]
-    kpi_html = "".join(f'<div class="kpi">{e(k)}<b>{e(v)}</b></div>' for k, v in kpis)
-    last_decision = (r.get("decisions") or [None])[-1]
-    status = "stopped" if r.get("stopped") else "running"
-    est_by_cycle = {x["cycle"]: x for x in r.get("control_estimates", [])}
-    rand_by_cycle = {x["cycle"]: x for x in r.get("random_curve", [])}
-    hist_rows = []
-    for h in r.get("history", []):
-        c = est_by_cycle.get(h["cycle"])
-        rc = rand_by_cycle.get(h["cycle"])
-        hist_rows.append(
-            [
-                str(h["cycle"]),
-                f"{h['labels']:,}",
-                f"{h['annotations']:,}",
-                f"{h['cost']:,.2f}",
-                _f(h.get("metric")),
-                _f(h.get("macro_f1")),
-                _f(h.get("kappa"), "{:.3f}"),
-                "—" if not c else f"{c['accuracy']:.3f} (n={c['n']})",
-                "—" if not rc else f"{rc['accuracy']:.3f} ({rc['labels']} labels)",
-            ]
-        )
-    ann_rows = [
-        [
-            e(f"{a['name']} (#{a['annotator']})" if a.get("name") else f"#{a['annotator']}"),
-            f"{a['submitted']:,}",
-            f"{a['skipped']:,}",
-            _f(a["agreement"], "{:.3f}"),
-            _f(a["estimated_accuracy"], "{:.3f}"),
-        ]
-        for a in r.get("annotators", [])
-    ]
-    dec_rows = [
-        [
-            str(d["cycle"]),
-            '<span class="stop">stop</span>' if d["stop"] else '<span class="go">go on</span>',
-            e(str(d.get("rule") or "")),
-            e(str(d.get("reason") or "")),
-        ]
-        for d in r.get("decisions", [])
-    ]
-    drift_rows = [
-        [
-            str(d["cycle"]),
-            _f(d.get("max_psi"), "{:.3f}"),
-            e(str(d.get("worst_feature") or "—")),
-            "yes" if d.get("drifted") else "no",
-        ]
-        for d in r.get("drift", [])
-    ]
-    link_html = "".join(
-        f'<li>{e(k)}: <a href="{e(v)}">{e(v)}</a></li>' for k, v in (links or {}).items()
+    """One self-contained page: the figures are embedded PNGs, nothing is fetched.
+
+    The page is ``loopwise/templates/report.html.j2``; every value from the records is
+    HTML-escaped.
+    """
+    return _template().render(
+        report=report,
+        saving=_saving_case(report),
+        images={k: base64.b64encode(v).decode() for k, v in figures.items()},
+        estimates_by_cycle={x["cycle"]: x for x in report.get("control_estimates", [])},
+        random_by_cycle={x["cycle"]: x for x in report.get("random_curve", [])},
+        links=links or {},
     )
-    ce_text = (
-        "no control item of a trained model is labeled yet"
-        if not ce
-        else (
-            f"{ce['accuracy']:.3f} (95 % CI {ce['ci_low']:.3f}–{ce['ci_high']:.3f}) on {ce['n']} "
-            f"control items of cycles {', '.join(map(str, ce['cycles']))}"
-        )
-    )
-    return f"""<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>Loopwise report — {e(r["campaign"])}</title>
-<style>{_CSS}</style></head><body>
-<h1>Loopwise report — {e(r["campaign"])}</h1>
-<p class="muted">Campaign {status}; {r["annotations"]:,} paid annotations at {r["cost_per_annotation"]:.2f} each.
-{"" if not last_decision else "Last decision (cycle " + str(last_decision["cycle"]) + "): " + ("stop" if last_decision["stop"] else "go on") + " — " + e(str(last_decision["reason"]))}</p>
-<div class="kpis">{kpi_html}</div>
-<h2>What the labels bought</h2>
-<p>{saving}</p>
-<p>Control share: {r["control_fraction"]:.0%} of every batch is drawn at random
-({r["control_items_labeled"]} of {r["control_items_sent"]} control items labeled so far).
-The current model's accuracy on the pool, estimated on the control items: {ce_text}.
-The random-labeling curve is the holdout accuracy of models trained on the control labels alone.</p>
-{img.get("accuracy_vs_labels", "")}
-{img.get("accuracy_vs_money", "")}
-<h2>Cycles</h2>
-{_table(["cycle", "labels", "annotations", "cost", "holdout acc.", "macro-F1", "kappa", "control estimate", "random labeling"], hist_rows)}
-<h2>Stop decisions</h2>
-{_table(["cycle", "decision", "rule", "reason"], dec_rows, {3})}
-<h2>Annotators</h2>
-<p class="muted">Agreement: share of an annotator's answers equal to the accepted consensus label.
-Estimated accuracy: Dawid–Skene's estimate at the last consensus.</p>
-{_table(["annotator (Label Studio user)", "submitted", "skipped", "agreement", "estimated accuracy"], ann_rows)}
-<h2>Drift</h2>
-<p class="muted">Population stability index between the labeled snapshot and the unlabeled pool, per cycle.</p>
-{_table(["cycle", "max PSI", "worst feature", "drifted"], drift_rows, {2})}
-{"<h2>Links</h2><ul>" + link_html + "</ul>" if link_html else ""}
-</body></html>
-"""
