@@ -7,18 +7,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
 from loopwise.items import assign_ids, split_by_hash
 from storage.store import Store, quarantine_key
 from storage.tables import read_table
+from tasks import io_task, step_task
 
 __all__ = ["load_pool", "quarantine_broken_lines", "split_holdout"]
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@io_task
 def load_pool(cfg: CampaignConfig) -> pd.DataFrame:
     """Read the campaign's data source and give every row its item id."""
     fmt = None if cfg.data.format == "auto" else cfg.data.format
@@ -34,7 +33,7 @@ def load_pool(cfg: CampaignConfig) -> pd.DataFrame:
     return out
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
     """Split the rows into pool and holdout (stable per item id); the holdout needs labels."""
     h = cfg.data.holdout

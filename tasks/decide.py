@@ -5,17 +5,16 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
 from loopwise.drift import drift_report
 from loopwise.stopping import decide, history_records
+from tasks import step_task
 
 __all__ = ["check_drift", "stopping_decision"]
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def stopping_decision(
     cfg: CampaignConfig,
     history: list[dict[str, Any]],
@@ -36,7 +35,7 @@ def stopping_decision(
     return decision.to_dict()
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def check_drift(
     cfg: CampaignConfig, labeled: pd.DataFrame, pool: pd.DataFrame
 ) -> dict[str, Any] | None:

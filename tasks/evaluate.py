@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from loopwise.config import CampaignConfig
 from loopwise.plots import campaign_curve_figure, confusion_figure
+from tasks import io_task
 
 __all__ = ["CHAMPION", "log_cycle", "log_decision", "model_name"]
 
@@ -54,7 +53,73 @@ def _find_run(client: Any, experiment_id: str, cycle: int) -> Any:
     return runs[0] if runs else None
 
 
-@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+def _params(cfg: CampaignConfig, cycle: int, snapshot_uri: str) -> dict[str, Any]:
+    """The run's parameters: the campaign's choices (never a secret)."""
+    return {
+        "cycle": cycle,
+        "strategy": cfg.strategy.name,
+        "strategy_params": json.dumps(cfg.strategy.params, sort_keys=True),
+        "batch_size": cfg.batch_size,
+        "annotators_per_item": cfg.annotators_per_item,
+        "agreement_threshold": cfg.agreement_threshold,
+        "consensus": cfg.consensus,
+        "estimator": cfg.model.estimator,
+        "model_params": json.dumps(cfg.model.params, sort_keys=True),
+        "budget_labels": cfg.budget.labels,
+        "budget_currency": cfg.budget.currency,
+        "cost_per_annotation": cfg.budget.cost_per_annotation,
+        "snapshot": snapshot_uri,
+    }
+
+
+def _log_artifacts(
+    mlflow: Any,
+    cfg: CampaignConfig,
+    cycle: int,
+    metrics: dict[str, Any],
+    history: list[dict[str, Any]],
+    snapshot: pd.DataFrame,
+    snapshot_info: dict[str, Any],
+    annotator_quality: dict[str, float],
+) -> None:
+    """The training set as a dataset input, the figures and the annotator table."""
+    import matplotlib.pyplot as plt
+
+    dataset = mlflow.data.from_pandas(
+        snapshot,
+        source=_as_uri(snapshot_info["uri"]),
+        targets="label",
+        name=f"{cfg.name}-cycle-{cycle:03d}",
+        digest=Path(snapshot_info["key"]).stem[:36],
+    )
+    mlflow.log_input(dataset, context="training")
+    for fig, file in (
+        (campaign_curve_figure(history), "learning_curve.png"),
+        (confusion_figure(metrics["confusion"], cfg.labels), "confusion_matrix.png"),
+    ):
+        mlflow.log_figure(fig, file)
+        plt.close(fig)
+    quality = pd.DataFrame(
+        sorted(annotator_quality.items(), key=lambda kv: -kv[1]),
+        columns=["annotator", "estimated_accuracy"],
+    )
+    mlflow.log_table(quality, "annotator_quality.json")
+
+
+def _register(mlflow: Any, client: Any, cfg: CampaignConfig, model: Any, accuracy: float):
+    """Log the model, register a version; (version, whether it became champion)."""
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        registered_model_name=model_name(cfg),
+        pip_requirements=_PIP,
+        skops_trusted_types=None,
+    )
+    version = str(info.registered_model_version)
+    return version, _maybe_promote(client, cfg, version, accuracy)
+
+
+@io_task
 def log_cycle(
     cfg: CampaignConfig,
     cycle: int,
@@ -65,80 +130,39 @@ def log_cycle(
     snapshot_info: dict[str, Any],
     annotator_quality: dict[str, float],
 ) -> dict[str, Any]:
-    """Log the cycle's run: params, metrics at step = labels, figures, dataset input, model."""
-    import matplotlib.pyplot as plt
+    """Log the cycle's run: params, metrics at step = labels, figures, dataset input, model.
 
+    Once per cycle: a run of this cycle that finished logging is found by its tags and
+    its result returned; one that died halfway is resumed."""
     mlflow, client = _client(cfg)
     experiment_id = _experiment_id(cfg, client)
     run = _find_run(client, experiment_id, cycle)
     if run is not None and run.data.tags.get("loopwise.logged") == "true":
         return json.loads(run.data.tags["loopwise.result"])
     labels_used, cost = history[-1]["labels"], history[-1]["cost"]
-    run_id = run.info.run_id if run is not None else None
     with mlflow.start_run(
-        run_id=run_id,
+        run_id=run.info.run_id if run is not None else None,
         experiment_id=experiment_id,
         run_name=f"cycle-{cycle:03d}",
         tags={"loopwise.cycle": str(cycle), "loopwise.campaign": cfg.name},
     ) as active:
         run_id = active.info.run_id
         if run is None:
-            mlflow.log_params(
-                {
-                    "cycle": cycle,
-                    "strategy": cfg.strategy.name,
-                    "strategy_params": json.dumps(cfg.strategy.params, sort_keys=True),
-                    "batch_size": cfg.batch_size,
-                    "annotators_per_item": cfg.annotators_per_item,
-                    "agreement_threshold": cfg.agreement_threshold,
-                    "consensus": cfg.consensus,
-                    "estimator": cfg.model.estimator,
-                    "model_params": json.dumps(cfg.model.params, sort_keys=True),
-                    "budget_labels": cfg.budget.labels,
-                    "budget_currency": cfg.budget.currency,
-                    "cost_per_annotation": cfg.budget.cost_per_annotation,
-                    "snapshot": snapshot_info["uri"],
-                }
-            )
-        step = int(labels_used)
+            mlflow.log_params(_params(cfg, cycle, snapshot_info["uri"]))
+        scores = {"accuracy": metrics["accuracy"], "macro_f1": metrics["macro_f1"]}
         mlflow.log_metrics(
             {
-                "accuracy": metrics["accuracy"],
-                "macro_f1": metrics["macro_f1"],
+                **scores,
                 "labels": labels_used,
                 "cost_spent": cost,
                 **per_class_metrics("f1", metrics["per_class_f1"]),
             },
-            step=step,
+            step=int(labels_used),
         )
-        dataset = mlflow.data.from_pandas(
-            snapshot,
-            source=_as_uri(snapshot_info["uri"]),
-            targets="label",
-            name=f"{cfg.name}-cycle-{cycle:03d}",
-            digest=Path(snapshot_info["key"]).stem[:36],
+        _log_artifacts(
+            mlflow, cfg, cycle, metrics, history, snapshot, snapshot_info, annotator_quality
         )
-        mlflow.log_input(dataset, context="training")
-        for fig, file in (
-            (campaign_curve_figure(history), "learning_curve.png"),
-            (confusion_figure(metrics["confusion"], cfg.labels), "confusion_matrix.png"),
-        ):
-            mlflow.log_figure(fig, file)
-            plt.close(fig)
-        quality = pd.DataFrame(
-            sorted(annotator_quality.items(), key=lambda kv: -kv[1]),
-            columns=["annotator", "estimated_accuracy"],
-        )
-        mlflow.log_table(quality, "annotator_quality.json")
-        info = mlflow.sklearn.log_model(
-            model,
-            name="model",
-            registered_model_name=model_name(cfg),
-            pip_requirements=_PIP,
-            skops_trusted_types=None,
-        )
-        version = str(info.registered_model_version)
-        champion = _maybe_promote(client, cfg, version, metrics["accuracy"])
+        version, champion = _register(mlflow, client, cfg, model, metrics["accuracy"])
         result = {
             "run_id": run_id,
             "experiment_id": experiment_id,
@@ -196,7 +220,7 @@ def _maybe_promote(client: Any, cfg: CampaignConfig, version: str, accuracy: flo
     return True
 
 
-@task(retries=2, retry_delay_seconds=3, cache_policy=NO_CACHE)
+@io_task
 def log_decision(
     cfg: CampaignConfig, run_id: str, decision: dict[str, Any], drift: dict | None
 ) -> None:

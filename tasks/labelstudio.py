@@ -2,17 +2,19 @@
 
 Thin on purpose: the XML/JSON conversions and the checks of what annotators sent
 are pure functions in :mod:`loopwise.labelstudio`; this module does the HTTP and
-the ledger writes. Ledgers (under the storage root, append-only):
+the ledger writes (:class:`storage.campaign.Ledgers`):
 
-- ``dispatch/<project>.jsonl`` — ``{"event": "intent", "items": [...]}`` before an
-  import, ``{"event": "sent", "item_id", "task_id", ...}`` after it. An item with a
-  ``sent`` record is never imported again; an intent without one (a crash between
-  the import and the receipt) is reconciled against the server before anything is
-  re-sent, so a dispatch can be re-run any number of times without duplicates.
-- ``annotations/<project>.jsonl`` — every annotation version ever seen, raw JSON
-  kept whole, with its status (accepted / skipped / cancelled / rejected) and
-  reason. Written before anything else reads them.
-- ``collect/<project>.json`` — the polling checkpoint (atomic).
+- ``dispatch`` — ``{"event": "intent", "items": [...]}`` before an import,
+  ``{"event": "sent", "item_id", "task_id", ...}`` after it. An item with a ``sent``
+  record is never imported again; an intent without one (a crash between the import
+  and the receipt) is reconciled against the server before anything is re-sent, so a
+  dispatch can be re-run any number of times without duplicates.
+- ``annotations`` — every annotation version ever seen, raw JSON kept whole, with its
+  status (accepted / skipped / cancelled / rejected) and reason. Written before
+  anything else reads them; the ``collect`` document is the polling checkpoint.
+
+Every task takes the server as one :class:`LabelStudioTarget` (its token is never
+shown in a repr, a log or a cache key: tasks are never cached, see :mod:`tasks`).
 """
 
 from __future__ import annotations
@@ -20,13 +22,12 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
-from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 from label_studio_sdk import LabelStudio
 from label_studio_sdk.data_manager import Column, Filters, Operator, Type
-from prefect import task
 
 from loopwise.labelstudio import (
     AnnotationRecord,
@@ -36,14 +37,17 @@ from loopwise.labelstudio import (
     parse_task_annotations,
     task_payload,
 )
-from storage.store import Store
+from loopwise.state import now_iso
+from storage.campaign import Ledgers
+from tasks import io_task
 
 __all__ = [
+    "LabelStudioTarget",
     "ProjectMismatchError",
     "collect_annotations",
+    "connect",
     "dispatch_batch",
     "ensure_project",
-    "read_annotations",
     "user_ids",
 ]
 
@@ -57,6 +61,30 @@ OVERLAP_SECONDS = 1
 PAGE = 100
 
 
+@dataclass(frozen=True)
+class LabelStudioTarget:
+    """A Label Studio server, the token to reach it and (once known) the campaign's project."""
+
+    url: str
+    token: str = field(repr=False)
+    project_id: int | None = None
+
+    def client(self) -> LabelStudio:
+        """An SDK client for the server."""
+        return connect(self.url, self.token)
+
+    def for_project(self, project_id: int) -> LabelStudioTarget:
+        """The same server, pointed at ``project_id``."""
+        return replace(self, project_id=int(project_id))
+
+    @property
+    def project(self) -> int:
+        """The project id; an error if it is not known yet."""
+        if self.project_id is None:
+            raise ValueError(f"no Label Studio project chosen on {self.url}")
+        return self.project_id
+
+
 class ProjectMismatchError(RuntimeError):
     """A project with the campaign's title exists with another label set."""
 
@@ -66,7 +94,7 @@ def connect(url: str, api_key: str) -> LabelStudio:
     return LabelStudio(base_url=url, api_key=api_key)
 
 
-def user_ids(url: str, api_key: str, who: Sequence[str]) -> dict[str, str]:
+def user_ids(target: LabelStudioTarget, who: Sequence[str]) -> dict[str, str]:
     """Label Studio user id (as the ledgers write it) of each e-mail or id in ``who``.
 
     One that names no user yet is left out, with a warning: an expert may get an
@@ -74,7 +102,7 @@ def user_ids(url: str, api_key: str, who: Sequence[str]) -> dict[str, str]:
     """
     if not who:
         return {}
-    users = list(connect(url, api_key).users.list())
+    users = list(target.client().users.list())
     by_key = {str(u.id): str(u.id) for u in users}
     by_key.update({str(u.email).lower(): str(u.id) for u in users if u.email})
     out = {}
@@ -87,18 +115,9 @@ def user_ids(url: str, api_key: str, who: Sequence[str]) -> dict[str, str]:
     return out
 
 
-def _dispatch_key(project_id: int) -> str:
-    return f"dispatch/{project_id}.jsonl"
-
-
-def _annotations_key(project_id: int) -> str:
-    return f"annotations/{project_id}.jsonl"
-
-
-@task(retries=2, retry_delay_seconds=2)
+@io_task
 def ensure_project(
-    url: str,
-    api_key: str,
+    target: LabelStudioTarget,
     title: str,
     labels: Sequence[str],
     data_kind: str = "text",
@@ -106,7 +125,7 @@ def ensure_project(
     fields: Sequence[str] = (),
 ) -> int:
     """Find the campaign's project by title, or create it; refuse one with other labels."""
-    client = connect(url, api_key)
+    client = target.client()
     for project in client.projects.list(title=title):
         if project.title != title:
             continue
@@ -143,14 +162,92 @@ def _server_item_ids(client: LabelStudio, project_id: int) -> dict[str, int]:
     return out
 
 
-@task(retries=2, retry_delay_seconds=2)
+def _reconciled_receipts(client: LabelStudio, ledgers: Ledgers, cycle: int) -> dict[str, int]:
+    """item → task id of every item sent, after recording the ones the server has without
+    a receipt (a crash between an import and its receipt, or tasks created elsewhere)."""
+    ledger = ledgers.read("dispatch")
+    sent = {r["item_id"]: r["task_id"] for r in ledger if r.get("event") == "sent"}
+    intended = {i for r in ledger if r.get("event") == "intent" for i in r["items"]}
+    project = client.projects.get(id=ledgers.project_id)
+    if not (intended - sent.keys() or (project.task_number or 0) > len(sent)):
+        return sent
+    found = {i: t for i, t in _server_item_ids(client, ledgers.project_id).items() if i not in sent}
+    ledgers.append(
+        "dispatch",
+        [
+            {"event": "sent", "item_id": i, "task_id": t, "cycle": cycle, "reconciled": True}
+            for i, t in found.items()
+        ],
+    )
+    if found:
+        log.warning(
+            "project %s: %d item(s) were on the server without a receipt; recorded",
+            ledgers.project_id,
+            len(found),
+        )
+    return {**sent, **found}
+
+
+def _import_chunk(
+    client: LabelStudio,
+    ledgers: Ledgers,
+    payload: list[dict[str, Any]],
+    items: list[str],
+    cycle: int,
+) -> dict[str, int]:
+    """Import one chunk of tasks between an ``intent`` and its ``sent`` receipts."""
+    pid = ledgers.project_id
+    ledgers.append("dispatch", [{"event": "intent", "items": items, "cycle": cycle}])
+    response = client.projects.import_tasks(id=pid, request=payload, return_task_ids=True)
+    task_ids = [int(t) for t in (response.task_ids or [])]
+    if len(task_ids) != len(items):
+        raise RuntimeError(
+            f"project {pid}: imported {len(items)} tasks but the server returned "
+            f"{len(task_ids)} task ids; the next run reconciles from the server"
+        )
+    ledgers.append(
+        "dispatch",
+        [
+            {"event": "sent", "item_id": i, "task_id": t, "cycle": cycle}
+            for i, t in zip(items, task_ids, strict=True)
+        ],
+    )
+    return dict(zip(items, task_ids, strict=True))
+
+
+def _payload(
+    b: Mapping[str, Any], model_version: str | None, labels: Sequence[str] | None, to_name: str
+) -> dict[str, Any]:
+    return task_payload(
+        str(b["item_id"]),
+        b["data"],
+        prediction_label=b.get("prediction_label"),
+        prediction_score=b.get("prediction_score"),
+        model_version=model_version,
+        query_score=b.get("query_score"),
+        labels=labels,
+        to_name=to_name,
+    )
+
+
+def _first_of_each_unsent(
+    batch: Sequence[Mapping[str, Any]], sent: Mapping[str, int]
+) -> list[Mapping[str, Any]]:
+    todo, seen = [], set()
+    for b in batch:
+        item = str(b["item_id"])
+        if item not in sent and item not in seen:
+            seen.add(item)
+            todo.append(b)
+    return todo
+
+
+@io_task
 def dispatch_batch(
-    url: str,
-    api_key: str,
-    project_id: int,
+    target: LabelStudioTarget,
+    ledgers: Ledgers,
     batch: Sequence[Mapping[str, Any]],
     *,
-    store_root: str,
     cycle: int,
     model_version: str | None = None,
     data_kind: str = "text",
@@ -163,76 +260,19 @@ def dispatch_batch(
     ``prediction_label``, ``prediction_score`` and ``query_score``. Returns a receipt:
     counts of created and already-present items and the item → task id map.
     """
-    store = Store(store_root)
-    client = connect(url, api_key)
-    key = _dispatch_key(project_id)
-    ledger = store.read_jsonl(key)
-    sent = {r["item_id"]: r["task_id"] for r in ledger if r.get("event") == "sent"}
-    intended = {i for r in ledger if r.get("event") == "intent" for i in r["items"]}
-    project = client.projects.get(id=project_id)
-    if intended - sent.keys() or (project.task_number or 0) > len(sent):
-        # A crash after an import and before its receipt, or tasks created elsewhere:
-        # ask the server which items it already has before sending anything.
-        found = {i: t for i, t in _server_item_ids(client, project_id).items() if i not in sent}
-        store.append_jsonl(
-            key,
-            [
-                {"event": "sent", "item_id": i, "task_id": t, "cycle": cycle, "reconciled": True}
-                for i, t in found.items()
-            ],
-        )
-        sent.update(found)
-        if found:
-            log.warning(
-                "project %s: %d item(s) were on the server without a receipt; recorded",
-                project_id,
-                len(found),
-            )
+    client = target.client()
+    sent = _reconciled_receipts(client, ledgers, cycle)
+    todo = _first_of_each_unsent(batch, sent)
     to_name = default_to_name(data_kind)
-    todo, seen = [], set()
-    for b in batch:
-        item = str(b["item_id"])
-        if item not in sent and item not in seen:
-            seen.add(item)
-            todo.append(b)
     created: dict[str, int] = {}
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
-        payload = [
-            task_payload(
-                str(b["item_id"]),
-                b["data"],
-                prediction_label=b.get("prediction_label"),
-                prediction_score=b.get("prediction_score"),
-                model_version=model_version,
-                query_score=b.get("query_score"),
-                labels=labels,
-                to_name=to_name,
-            )
-            for b in chunk
-        ]
+        payload = [_payload(b, model_version, labels, to_name) for b in chunk]
         items = [str(b["item_id"]) for b in chunk]
-        store.append_jsonl(key, [{"event": "intent", "items": items, "cycle": cycle}])
-        response = client.projects.import_tasks(
-            id=project_id, request=payload, return_task_ids=True
-        )
-        task_ids = list(response.task_ids or [])
-        if len(task_ids) != len(items):
-            raise RuntimeError(
-                f"project {project_id}: imported {len(items)} tasks but the server returned "
-                f"{len(task_ids)} task ids; the next run reconciles from the server"
-            )
-        store.append_jsonl(
-            key,
-            [
-                {"event": "sent", "item_id": i, "task_id": int(t), "cycle": cycle}
-                for i, t in zip(items, task_ids, strict=True)
-            ],
-        )
-        created.update(zip(items, map(int, task_ids), strict=True))
+        created.update(_import_chunk(client, ledgers, payload, items, cycle))
     wanted = {str(b["item_id"]) for b in batch}
     return {
-        "project_id": project_id,
+        "project_id": ledgers.project_id,
         "cycle": cycle,
         "created": len(created),
         "already_dispatched": len(wanted) - len(created),
@@ -267,65 +307,73 @@ def _export(client: LabelStudio, project_id: int) -> list[dict[str, Any]]:
     return json.loads(raw)
 
 
-@task(retries=2, retry_delay_seconds=2)
+def _fetch_new(
+    client: LabelStudio,
+    ledgers: Ledgers,
+    labels: Sequence[str],
+    control_name: str,
+    since: str | None,
+) -> tuple[str, list[dict[str, Any]], list[AnnotationRecord]]:
+    """(mode, tasks read, annotation versions the ledger has not seen)."""
+    pid = ledgers.project_id
+    ledger = ledgers.read("annotations")
+    seen = {(r["annotation_id"], r["updated_at"]) for r in ledger}
+    if since:
+        tasks_json = _changed_tasks(client, pid, since)
+        new = _new_records(tasks_json, pid, labels, control_name, set(seen))
+        project = client.projects.get(id=pid)
+        on_server = (project.total_annotations_number or 0) + (
+            project.skipped_annotations_number or 0
+        )
+        known = len({r["annotation_id"] for r in ledger})
+        if on_server <= known + len({r.annotation_id for r in new}):
+            return "incremental", tasks_json, new
+        # The server holds annotations the ledger has never seen (committed just behind
+        # an earlier checkpoint, say): read everything once.
+    tasks_json = _export(client, pid)
+    return "full", tasks_json, _new_records(tasks_json, pid, labels, control_name, set(seen))
+
+
+@io_task
 def collect_annotations(
-    url: str,
-    api_key: str,
-    project_id: int,
+    target: LabelStudioTarget,
+    ledgers: Ledgers,
     labels: Sequence[str],
     *,
-    store_root: str,
     control_name: str = "label",
 ) -> dict[str, Any]:
     """Append every new or changed annotation to the annotation ledger, then advance the checkpoint.
 
-    Incremental: once a checkpoint exists, only tasks whose ``updated_at`` (server
-    clock) is past it are read, in pages of ``PAGE``. A full read (one export) happens on the first poll and whenever the server counts more
-    annotations than the ledger has ever seen. Returns counts per status.
+    Incremental: once a checkpoint exists, only tasks whose ``updated_at`` (server clock)
+    is past it are read, in pages of ``PAGE``. A full read (one export) happens on the
+    first poll and whenever the server counts more annotations than the ledger has ever
+    seen. Returns counts per status.
     """
-    store = Store(store_root)
-    client = connect(url, api_key)
-    checkpoint_key = f"collect/{project_id}.json"
-    checkpoint = store.read_json(checkpoint_key, {})
-    ledger = store.read_jsonl(_annotations_key(project_id))
-    seen = {(r["annotation_id"], r["updated_at"]) for r in ledger}
-    known = len({r["annotation_id"] for r in ledger})
-    project = client.projects.get(id=project_id)
-    on_server = (project.total_annotations_number or 0) + (project.skipped_annotations_number or 0)
-    mode = "incremental" if checkpoint.get("updated_after") else "full"
-    if mode == "incremental":
-        tasks_json = _changed_tasks(client, project_id, checkpoint["updated_after"])
-        new = _new_records(tasks_json, project_id, labels, control_name, set(seen))
-        if on_server > known + len({r.annotation_id for r in new}):
-            # The server holds annotations the ledger has never seen (committed just
-            # behind an earlier checkpoint, say): read everything once.
-            mode = "full"
-    if mode == "full":
-        tasks_json = _export(client, project_id)
-        new = _new_records(tasks_json, project_id, labels, control_name, set(seen))
+    key = ledgers.document_key("collect")
+    previous = ledgers.store.read_json(key, {}).get("updated_after")
+    mode, tasks_json, new = _fetch_new(target.client(), ledgers, labels, control_name, previous)
     for r in new:
         if r.status == "rejected":
             log.warning(
                 "project %s task %s annotation %s rejected: %s",
-                project_id,
+                ledgers.project_id,
                 r.task_id,
                 r.annotation_id,
                 r.reason,
             )
     # The ledger first; only then may the checkpoint move past these annotations.
-    store.append_jsonl(_annotations_key(project_id), (_record_row(r) for r in new))
+    ledgers.append("annotations", (_record_row(r) for r in new))
     latest = max((t["updated_at"] for t in tasks_json if t.get("updated_at")), default=None)
-    previous = checkpoint.get("updated_after")
     if latest is not None and (previous is None or _parse_time(latest) > _parse_time(previous)):
         previous = latest
-    store.write_json(
-        checkpoint_key, {"updated_after": previous, "tasks_read": len(tasks_json), "mode": mode}
+    ledgers.store.write_json(
+        key, {"updated_after": previous, "tasks_read": len(tasks_json), "mode": mode}
     )
     counts = {
         s: sum(r.status == s for r in new) for s in ("accepted", "skipped", "cancelled", "rejected")
     }
     return {
-        "project_id": project_id,
+        "project_id": ledgers.project_id,
         "mode": mode,
         "tasks_read": len(tasks_json),
         "new": len(new),
@@ -356,17 +404,4 @@ def _new_records(
 
 
 def _record_row(r: AnnotationRecord) -> dict[str, Any]:
-    row = asdict(r)
-    row["collected_at"] = dt.datetime.now(dt.UTC).isoformat()
-    return row
-
-
-def read_annotations(
-    store_root: str, project_id: int, statuses: Iterable[str] | None = None
-) -> list[dict[str, Any]]:
-    """The latest version of each annotation in the ledger (optionally of some statuses)."""
-    latest: dict[Any, dict[str, Any]] = {}
-    for row in Store(store_root).read_jsonl(_annotations_key(project_id)):
-        latest[row["annotation_id"]] = row
-    wanted = None if statuses is None else set(statuses)
-    return [r for r in latest.values() if wanted is None or r["status"] in wanted]
+    return {**asdict(r), "collected_at": now_iso()}

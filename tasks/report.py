@@ -8,15 +8,15 @@ import os
 from typing import Any
 
 import pandas as pd
-from prefect import task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
-from prefect.cache_policies import NO_CACHE
 
 from loopwise import report as lw_report
 from loopwise.config import CampaignConfig
 from loopwise.plots import report_figures
+from loopwise.state import CampaignState, Stage
+from storage.campaign import REPORT_HTML, REPORT_JSON, Ledgers, checkpoint, read_state
 from storage.store import Store
-from tasks.state import checkpoint, read_state
+from tasks import step_task
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +72,7 @@ def summary_markdown(cfg: CampaignConfig, s: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-@task
+@step_task
 def publish_summary(cfg: CampaignConfig, summary: dict[str, Any]) -> str:
     """Publish the run summary as a markdown artifact."""
     text = summary_markdown(cfg, summary)
@@ -80,7 +80,7 @@ def publish_summary(cfg: CampaignConfig, summary: dict[str, Any]) -> str:
     return text
 
 
-@task
+@step_task
 def publish_review(cfg: CampaignConfig, project_id: int, queue: list[dict[str, Any]]) -> None:
     """Publish the review queue (disputes for an expert) as a table artifact, with the link
     that opens each task in Label Studio."""
@@ -93,7 +93,7 @@ def publish_review(cfg: CampaignConfig, project_id: int, queue: list[dict[str, A
     )
 
 
-@task
+@step_task
 def publish_batch(cfg: CampaignConfig, cycle: int, batch: list[dict[str, Any]]) -> None:
     """Publish the dispatched batch, best first, as a table artifact."""
     rows = [
@@ -113,40 +113,45 @@ def publish_batch(cfg: CampaignConfig, cycle: int, batch: list[dict[str, Any]]) 
     )
 
 
-def _project_id(store: Store, state: dict[str, Any]) -> int | None:
-    if state.get("project_id") is not None:
-        return int(state["project_id"])
+def _project_id(store: Store, state: CampaignState) -> int | None:
+    if state.project_id is not None:
+        return int(state.project_id)
     ids = [
         int(k.split("/")[-1].split(".")[0]) for k in store.list("dispatch") if k.endswith(".jsonl")
     ]
     return max(ids) if ids else None
 
 
-def campaign_records(store: Store) -> dict[str, Any]:
-    """Everything the report is computed from, read from the campaign's store."""
-    from tasks.labelstudio import read_annotations
-
-    state = read_state(store)
-    pid = _project_id(store, state)
-    last = max(state["cycle"], 0)
+def _cycle_checkpoints(store: Store, last: int) -> tuple[dict[int, Any], dict[int, Any]]:
+    """(batch of each cycle, decision of each cycle) from the checkpoints."""
     batches, decisions = {}, {}
     for k in range(last + 1):
-        sel = checkpoint(store, k, "selected")
+        sel = checkpoint(store, k, Stage.SELECTED)
         if sel is not None:
             batches[k] = sel["batch"]
-        dec = checkpoint(store, k, "decided")
+        dec = checkpoint(store, k, Stage.DECIDED)
         if dec is not None:
             decisions[k] = dec
-    trained = checkpoint(store, last, "trained") or {}
-    quality = store.read_json(f"quality/{pid}.json", {}) if pid is not None else {}
+    return batches, decisions
+
+
+def campaign_records(store: Store) -> dict[str, Any]:
+    """Everything the report is computed from, read from the campaign's store."""
+    state = read_state(store)
+    pid = _project_id(store, state)
+    last = max(state.cycle, 0)
+    batches, decisions = _cycle_checkpoints(store, last)
+    trained = checkpoint(store, last, Stage.TRAINED) or {}
+    ledgers = Ledgers(store, pid) if pid is not None else None
+    quality = store.read_json(ledgers.document_key("quality"), {}) if ledgers else {}
     return {
         "state": state,
         "project_id": pid,
-        "history": state.get("history") or [],
+        "history": state.history,
         "batches": batches,
         "decisions": decisions,
-        "labels": store.read_jsonl(f"labels/{pid}.jsonl") if pid is not None else [],
-        "annotations": read_annotations(store.root, pid) if pid is not None else [],
+        "labels": ledgers.read("labels") if ledgers else [],
+        "annotations": ledgers.annotations() if ledgers else [],
         "quality": (quality or {}).get("annotator_accuracy") or {},
         "run_id": (trained.get("logged") or {}).get("run_id"),
         "run_url": (trained.get("logged") or {}).get("run_url"),
@@ -190,7 +195,7 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
     return "\n".join(lines)
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def annotator_names(cfg: CampaignConfig) -> dict[str, str]:
     """Label Studio user id → "First Last" (else the e-mail), for the report's annotator table.
 
@@ -200,10 +205,10 @@ def annotator_names(cfg: CampaignConfig) -> dict[str, str]:
     token = os.environ.get(cfg.labelstudio.token_env)
     if not token:
         return {}
-    from tasks.labelstudio import connect
+    from tasks.labelstudio import LabelStudioTarget
 
     try:
-        users = list(connect(cfg.labelstudio.url, token).users.list())
+        users = list(LabelStudioTarget(cfg.labelstudio.url, token).client().users.list())
     except Exception as exc:  # any failure only costs the names
         log.warning("annotator names not read from Label Studio (%s): the report shows ids", exc)
         return {}
@@ -232,7 +237,7 @@ def write_report(
         decisions=rec["decisions"],
         random_points=points,
         quality=rec["quality"],
-        stopped=bool(rec["state"].get("stopped")),
+        stopped=rec["state"].stopped,
         pool_size=len(pool),
         annotator_names=annotator_names(cfg),
     )
@@ -242,9 +247,9 @@ def write_report(
     if rec["project_id"] is not None:
         links["Label Studio project"] = f"{cfg.labelstudio.url}/projects/{rec['project_id']}"
     page = lw_report.render_html(r, report_figures(r), links)
-    store.write_bytes("reports/report.html", page.encode())
-    store.write_json("reports/report.json", r)
-    where = store.uri("reports/report.html")
+    store.write_bytes(REPORT_HTML, page.encode())
+    store.write_json(REPORT_JSON, r)
+    where = store.uri(REPORT_HTML)
     if rec["run_id"]:
         from tasks.evaluate import _client
 

@@ -5,14 +5,15 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from prefect import task
 from prefect.deployments import run_deployment
 from prefect.exceptions import ObjectNotFound
 
-__all__ = ["schedule_next_run"]
+from tasks import io_task
+
+__all__ = ["describe_next", "schedule_next_run"]
 
 
-@task(retries=2, retry_delay_seconds=2)
+@io_task
 def schedule_next_run(
     deployment: str, parameters: dict[str, Any], delay_seconds: float, idempotency_key: str
 ) -> dict[str, Any]:
@@ -41,3 +42,10 @@ def schedule_next_run(
         "scheduled_time": when.isoformat(),
         "idempotency_key": idempotency_key,
     }
+
+
+def describe_next(nxt: dict[str, Any]) -> str:
+    """The next run in one line, for the run summary."""
+    if nxt.get("created"):
+        return f"{nxt['flow_run_name']} at {nxt['scheduled_time']}"
+    return nxt.get("reason", "not scheduled")

@@ -5,8 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from loopwise.scoring import (
     partition_bounds,
@@ -14,11 +12,12 @@ from loopwise.scoring import (
     select_from_candidates,
     strategy_for,
 )
+from tasks import step_task
 
 __all__ = ["partitions", "score_partition", "select_batch", "select_without_model"]
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def score_partition(
     model: Any, X_part: Any, offset: int, n: int, strategy: str, params: dict, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
@@ -31,7 +30,7 @@ def partitions(X: Any, k: int) -> list[tuple[Any, int]]:
     return [(X[a:b], a) for a, b in partition_bounds(X.shape[0], k)]
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def select_batch(
     model: Any,
     X_pool: Any,
@@ -52,7 +51,7 @@ def select_batch(
     return [int(r) for r in rows], [float(v) for v in scores]
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def select_without_model(X: Any, n: int, strategy: str, seed: int) -> tuple[list[int], list[float]]:
     """Choose ``n`` rows of ``X`` with a cold-start strategy, which needs no model."""
     picked, scores = strategy_for(strategy, {}, seed).query(None, X, n, return_scores=True)

@@ -6,19 +6,18 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import make_pipeline
 
 from loopwise.config import CampaignConfig
 from loopwise.model import build_model, evaluate_model, prediction_agreement
 from storage.store import Store
+from tasks import io_task, step_task
 
 __all__ = ["evaluate", "fit", "labeled_snapshot"]
 
 
-@task(retries=2, retry_delay_seconds=2, cache_policy=NO_CACHE)
+@io_task
 def labeled_snapshot(
     store: Store, cycle: int, pool: pd.DataFrame, labels: list[dict[str, Any]]
 ) -> dict[str, Any]:
@@ -32,7 +31,7 @@ def labeled_snapshot(
     return {"key": key, "uri": store.uri(key), "rows": len(rows)}
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def fit(cfg: CampaignConfig, X: Any, y: np.ndarray) -> Any:
     """Fit the campaign's model on the labeled snapshot.
 
@@ -45,7 +44,7 @@ def fit(cfg: CampaignConfig, X: Any, y: np.ndarray) -> Any:
     return model.fit(X, y)
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def evaluate(
     cfg: CampaignConfig,
     model: Any,

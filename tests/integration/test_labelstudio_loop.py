@@ -13,8 +13,10 @@ import pytest
 from devstack import annotators
 from devstack.annotators import AnnotatorProfile
 from loopwise import consensus
+from storage.campaign import Ledgers
 from storage.store import Store
 from tasks import labelstudio
+from tasks.labelstudio import LabelStudioTarget
 
 pytestmark = pytest.mark.integration
 
@@ -38,6 +40,16 @@ def _batch(n, offset=0, seed=0):
     return rows
 
 
+def _on(server, pid=None):
+    """The Label Studio target of a server (and a project)."""
+    return LabelStudioTarget(server.url, server.token, pid)
+
+
+def _ledgers(store, pid):
+    """The project's ledgers as a new run reads them."""
+    return Ledgers(Store(store), pid)
+
+
 def _truth(batch):
     return {b["item_id"]: LABELS[(int(b["item_id"][1:]) * 7) % len(LABELS)] for b in batch}
 
@@ -45,9 +57,7 @@ def _truth(batch):
 @pytest.fixture
 def project(label_studio, ls_client, tmp_path):
     title = f"loopwise-test-{next(_titles)}-{tmp_path.name}"
-    pid = labelstudio.ensure_project.fn(
-        label_studio.url, label_studio.token, title, LABELS, "text", overlap=3
-    )
+    pid = labelstudio.ensure_project.fn(_on(label_studio), title, LABELS, "text", overlap=3)
     return pid, str(tmp_path / "store")
 
 
@@ -60,15 +70,11 @@ def test_project_is_found_again_and_a_different_label_set_is_refused(
 ):
     pid, _ = project
     title = ls_client.projects.get(id=pid).title
-    again = labelstudio.ensure_project.fn(
-        label_studio.url, label_studio.token, title, LABELS, "text", overlap=3
-    )
+    again = labelstudio.ensure_project.fn(_on(label_studio), title, LABELS, "text", overlap=3)
     assert again == pid
     before = ls_client.projects.get(id=pid).label_config
     with pytest.raises(labelstudio.ProjectMismatchError, match="left untouched"):
-        labelstudio.ensure_project.fn(
-            label_studio.url, label_studio.token, title, ["yes", "no"], "text"
-        )
+        labelstudio.ensure_project.fn(_on(label_studio), title, ["yes", "no"], "text")
     assert ls_client.projects.get(id=pid).label_config == before
     p = ls_client.projects.get(id=pid)
     assert p.maximum_annotations == 3 and p.sampling == "Sequential sampling"
@@ -78,11 +84,9 @@ def test_redispatch_creates_no_task_and_order_is_best_first(label_studio, ls_cli
     pid, store = project
     batch = _batch(30)
     r1 = labelstudio.dispatch_batch.fn(
-        label_studio.url,
-        label_studio.token,
-        pid,
+        _on(label_studio, pid),
+        _ledgers(store, pid),
         batch,
-        store_root=store,
         cycle=1,
         model_version="m1",
         labels=LABELS,
@@ -90,11 +94,9 @@ def test_redispatch_creates_no_task_and_order_is_best_first(label_studio, ls_cli
     )
     assert r1["created"] == 30 and r1["already_dispatched"] == 0
     r2 = labelstudio.dispatch_batch.fn(
-        label_studio.url,
-        label_studio.token,
-        pid,
+        _on(label_studio, pid),
+        _ledgers(store, pid),
         batch,
-        store_root=store,
         cycle=1,
         model_version="m1",
         labels=LABELS,
@@ -130,21 +132,17 @@ def test_a_crash_between_import_and_receipt_is_reconciled_without_duplicates(
     monkeypatch.setattr(Store, "append_jsonl", crash_on_receipt)
     with pytest.raises(OSError, match="disk went away"):
         labelstudio.dispatch_batch.fn(
-            label_studio.url,
-            label_studio.token,
-            pid,
+            _on(label_studio, pid),
+            _ledgers(store, pid),
             batch,
-            store_root=store,
             cycle=1,
             labels=LABELS,
         )
     monkeypatch.setattr(Store, "append_jsonl", real_append)
     r = labelstudio.dispatch_batch.fn(
-        label_studio.url,
-        label_studio.token,
-        pid,
+        _on(label_studio, pid),
+        _ledgers(store, pid),
         batch + _batch(3, offset=12),
-        store_root=store,
         cycle=1,
         labels=LABELS,
     )
@@ -158,7 +156,7 @@ def test_overlap_consensus_and_a_planted_bad_annotator(label_studio, ls_client, 
     batch = _batch(40)
     truth = _truth(batch)
     labelstudio.dispatch_batch.fn(
-        label_studio.url, label_studio.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+        _on(label_studio, pid), _ledgers(store, pid), batch, cycle=1, labels=LABELS
     )
     profiles = [AnnotatorProfile(name=f"good{i}", accuracy=0.92) for i in range(4)]
     profiles.append(AnnotatorProfile(name="careless", accuracy=0.15))
@@ -166,11 +164,9 @@ def test_overlap_consensus_and_a_planted_bad_annotator(label_studio, ls_client, 
         label_studio.url, label_studio.token, pid, truth, profiles, labels=LABELS, random_state=1
     )
     assert out["posted"] == 40 * 3
-    got = labelstudio.collect_annotations.fn(
-        label_studio.url, label_studio.token, pid, LABELS, store_root=store
-    )
+    got = labelstudio.collect_annotations.fn(_on(label_studio, pid), _ledgers(store, pid), LABELS)
     assert got["new"] == 120 and got["accepted"] == 120
-    rows = pd.DataFrame(labelstudio.read_annotations(store, pid, ["accepted"]))
+    rows = pd.DataFrame(_ledgers(store, pid).annotations(["accepted"]))
     # overlap honoured: every item has exactly 3 annotations by 3 distinct annotators
     per_item = rows.groupby("item_id")["annotator"].agg(["count", "nunique"])
     assert (per_item["count"] == 3).all() and (per_item["nunique"] == 3).all()
@@ -197,11 +193,9 @@ def test_malformed_annotations_are_rejected_logged_and_kept(
 ):
     pid, store = project
     r = labelstudio.dispatch_batch.fn(
-        label_studio.url,
-        label_studio.token,
-        pid,
+        _on(label_studio, pid),
+        _ledgers(store, pid),
         _batch(4),
-        store_root=store,
         cycle=1,
         labels=LABELS,
     )
@@ -232,18 +226,16 @@ def test_malformed_annotations_are_rejected_logged_and_kept(
     ls_client.annotations.create(id=t["q00003"], result=[], completed_by=me, was_cancelled=True)
     with caplog.at_level(logging.WARNING, logger="tasks.labelstudio"):
         got = labelstudio.collect_annotations.fn(
-            label_studio.url, label_studio.token, pid, LABELS, store_root=store
+            _on(label_studio, pid), _ledgers(store, pid), LABELS
         )
     assert (got["accepted"], got["rejected"], got["cancelled"]) == (1, 2, 1)
-    rows = {r["item_id"]: r for r in labelstudio.read_annotations(store, pid)}
+    rows = {r["item_id"]: r for r in _ledgers(store, pid).annotations()}
     assert rows["q00001"]["status"] == "rejected" and "PERSON" in rows["q00001"]["reason"]
     assert rows["q00002"]["status"] == "rejected" and "sentiment" in rows["q00002"]["reason"]
     assert rows["q00001"]["raw"]["result"] == unknown_label  # kept whole
     assert sum("rejected" in m for m in caplog.messages) == 2
     # polling again finds nothing new: no duplicate rows in the ledger
-    again = labelstudio.collect_annotations.fn(
-        label_studio.url, label_studio.token, pid, LABELS, store_root=store
-    )
+    again = labelstudio.collect_annotations.fn(_on(label_studio, pid), _ledgers(store, pid), LABELS)
     assert again["new"] == 0
     assert len(Store(store).read_jsonl(f"annotations/{pid}.jsonl")) == 4
 
@@ -253,11 +245,9 @@ def test_polling_is_incremental_and_an_edited_annotation_is_appended_not_overwri
 ):
     pid, store = project
     r = labelstudio.dispatch_batch.fn(
-        label_studio.url,
-        label_studio.token,
-        pid,
+        _on(label_studio, pid),
+        _ledgers(store, pid),
         _batch(10),
-        store_root=store,
         cycle=1,
         labels=LABELS,
     )
@@ -278,24 +268,22 @@ def test_polling_is_incremental_and_an_edited_annotation_is_appended_not_overwri
         id=r["task_ids"]["q00000"], result=res("HUM"), completed_by=me
     )
     assert (
-        labelstudio.collect_annotations.fn(
-            label_studio.url, label_studio.token, pid, LABELS, store_root=store
-        )["new"]
+        labelstudio.collect_annotations.fn(_on(label_studio, pid), _ledgers(store, pid), LABELS)[
+            "new"
+        ]
         == 1
     )
     ls_client.annotations.create(id=r["task_ids"]["q00005"], result=res("LOC"), completed_by=me)
     ls_client.annotations.update(id=first.id, result=res("NUM"))
     second = labelstudio.collect_annotations.fn(
-        label_studio.url, label_studio.token, pid, LABELS, store_root=store
+        _on(label_studio, pid), _ledgers(store, pid), LABELS
     )
     # only the two changed tasks were read
     assert second["new"] == 2 and second["mode"] == "incremental" and second["tasks_read"] == 2
     ledger = Store(store).read_jsonl(f"annotations/{pid}.jsonl")
     versions = [row["label"] for row in ledger if row["annotation_id"] == first.id]
     assert versions == ["HUM", "NUM"]  # both versions kept
-    latest = {
-        row["annotation_id"]: row["label"] for row in labelstudio.read_annotations(store, pid)
-    }
+    latest = {row["annotation_id"]: row["label"] for row in _ledgers(store, pid).annotations()}
     assert latest[first.id] == "NUM"
 
 
@@ -305,12 +293,10 @@ def test_a_restart_between_dispatch_and_polling_loses_nothing(ls_work_dir, tmp_p
     data, state, store = tmp_path / "ls", tmp_path / "server.json", str(tmp_path / "store")
     info = lss.start(ls_work_dir, data_dir=data, state_file=state)
     try:
-        pid = labelstudio.ensure_project.fn(
-            info.url, info.token, "restart", LABELS, "text", overlap=2
-        )
+        pid = labelstudio.ensure_project.fn(_on(info), "restart", LABELS, "text", overlap=2)
         batch = _batch(12)
         labelstudio.dispatch_batch.fn(
-            info.url, info.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+            _on(info, pid), _ledgers(store, pid), batch, cycle=1, labels=LABELS
         )
         profiles = [AnnotatorProfile(name=n, accuracy=0.9) for n in ("ana", "ben", "cy")]
         annotators.simulate_annotators(
@@ -318,12 +304,10 @@ def test_a_restart_between_dispatch_and_polling_loses_nothing(ls_work_dir, tmp_p
         )
         lss.stop(info)
         info = lss.start(ls_work_dir, info.port, data_dir=data, state_file=state)
-        got = labelstudio.collect_annotations.fn(
-            info.url, info.token, pid, LABELS, store_root=store
-        )
+        got = labelstudio.collect_annotations.fn(_on(info, pid), _ledgers(store, pid), LABELS)
         assert got["new"] == 24 and got["accepted"] + got["cancelled"] == 24
         again = labelstudio.dispatch_batch.fn(
-            info.url, info.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+            _on(info, pid), _ledgers(store, pid), batch, cycle=1, labels=LABELS
         )
         assert again["created"] == 0
     finally:
@@ -348,33 +332,35 @@ def test_adaptive_overlap_and_consensus_qc_through_the_server(label_studio, proj
         right = i % 3 != 0
         wrong = LABELS[(LABELS.index(truth[item]) + 1) % len(LABELS)]
         predictions[item] = (truth[item], 0.95) if right else (wrong, float(rng.uniform(0.3, 0.6)))
-    labelstudio.dispatch_batch.fn(url, token, pid, batch, store_root=store, cycle=1, labels=LABELS)
+    labelstudio.dispatch_batch.fn(
+        _on(label_studio, pid), _ledgers(store, pid), batch, cycle=1, labels=LABELS
+    )
     profiles = [AnnotatorProfile(name=f"adapt{i}", accuracy=0.9) for i in range(3)]
     policy = AdaptiveOverlap(confidence_threshold=0.8, max_annotations=3)
     for round_ in range(3):
         annotators.simulate_annotators(
             url, token, pid, truth, profiles, labels=LABELS, random_state=round_
         )
-        labelstudio.collect_annotations.fn(url, token, pid, LABELS, store_root=store)
-        more = qc.plan_adaptive_overlap(store, pid, predictions, policy)
+        labelstudio.collect_annotations.fn(_on(label_studio, pid), _ledgers(store, pid), LABELS)
+        more = qc.plan_adaptive_overlap(_ledgers(store, pid), predictions, policy)
         raised = qc.request_more_annotations.fn(
-            url, token, store, pid, more, cycle=1, max_annotations=3
+            _on(label_studio, pid), _ledgers(store, pid), more, cycle=1, max_annotations=3
         )
         if not raised:
             break
-    rows = labelstudio.read_annotations(store, pid, ["accepted"])
+    rows = _ledgers(store, pid).annotations(["accepted"])
     assert 30 < len(rows) < 90  # more than one per item where in doubt, far fewer than full overlap
     doubtful = {item for item, (_, conf) in predictions.items() if conf < 0.8}
     per_item = pd.Series([r["item_id"] for r in rows]).value_counts()
     assert (per_item[list(doubtful)] >= 2).all()
-    out = qc.consensus_qc.fn(store, pid, LABELS, cycle=1, min_agreement=0.66)
+    out = qc.consensus_qc.fn(_ledgers(store, pid), LABELS, cycle=1, min_agreement=0.66)
     ledger = Store(store).read_jsonl(f"labels/{pid}.jsonl")
     assert out["accepted_new"] == len(ledger) > 20
     assert not set(out["disputed"]) & {r["item_id"] for r in ledger}
     assert np.mean([r["label"] == truth[r["item_id"]] for r in ledger]) >= 0.9
     assert all(r["task_id"] and r["annotators"] for r in ledger)
     # re-running QC appends nothing: the ledger is append-only and idempotent
-    assert qc.consensus_qc.fn(store, pid, LABELS, cycle=1)["accepted_new"] == 0
+    assert qc.consensus_qc.fn(_ledgers(store, pid), LABELS, cycle=1)["accepted_new"] == 0
 
 
 def test_cli_simulates_annotators_from_a_profile_file(label_studio, project, tmp_path, monkeypatch):
@@ -385,7 +371,7 @@ def test_cli_simulates_annotators_from_a_profile_file(label_studio, project, tmp
     pid, store = project
     batch = _batch(6)
     labelstudio.dispatch_batch.fn(
-        label_studio.url, label_studio.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+        _on(label_studio, pid), _ledgers(store, pid), batch, cycle=1, labels=LABELS
     )
     truth = tmp_path / "truth.csv"
     pd.DataFrame({"item_id": list(_truth(batch)), "label": list(_truth(batch).values())}).to_csv(
@@ -417,7 +403,7 @@ def test_tasks_wanting_more_answers_than_there_are_annotators_are_reported(label
     pid, store = project  # overlap 3
     batch = _batch(4, offset=900)
     labelstudio.dispatch_batch.fn(
-        label_studio.url, label_studio.token, pid, batch, store_root=store, cycle=1, labels=LABELS
+        _on(label_studio, pid), _ledgers(store, pid), batch, cycle=1, labels=LABELS
     )
     two = [AnnotatorProfile(name=f"pair{i}", accuracy=0.9) for i in range(2)]
     out = annotators.simulate_annotators(

@@ -6,7 +6,7 @@ import datetime as dt
 
 import pytest
 
-from tasks.qc import batch_deadline
+from loopwise.batch import batch_deadline
 
 SINCE = dt.datetime(2026, 11, 1, 12, 0, tzinfo=dt.UTC)
 

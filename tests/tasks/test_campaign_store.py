@@ -1,4 +1,5 @@
-"""The run summary, the campaign state and checkpoints, and where an open batch stands."""
+"""A campaign's records in its store: the typed state, per-cycle checkpoints, the ledgers
+(each read once per run), and where an open batch stands as computed from them."""
 
 from __future__ import annotations
 
@@ -7,114 +8,18 @@ from typing import Any
 
 import pytest
 
-from loopwise.config import CampaignConfig
-from storage.store import Store
-from tasks.labelstudio import read_annotations
-from tasks.qc import batch_progress
-from tasks.report import summary_markdown
-from tasks.state import (
+from loopwise.batch import batch_progress
+from loopwise.state import Stage
+from storage.campaign import (
+    Ledgers,
     campaign_store,
     checkpoint,
+    checkpointed,
     read_state,
     save_checkpoint,
     write_state,
 )
-
-
-@pytest.fixture
-def cfg() -> CampaignConfig:
-    return CampaignConfig.model_validate(
-        {
-            "name": "shoes",
-            "data": {"source": "pool.csv"},
-            "labels": ["a", "b"],
-            "labelstudio": {"url": "http://ls.example:8080"},
-        }
-    )
-
-
-# --- summary_markdown -----------------------------------------------------------------------
-
-
-FULL = {
-    "cycle": 3,
-    "status": "batch dispatched",
-    "labels": 120,
-    "annotations": 250,
-    "cost": 19.2,
-    "metric": 0.912345,
-    "macro_f1": 0.87654,
-    "batch_progress": "4/10 items resolved",
-    "quarantined": 2,
-    "decision": {"stop": True, "rule": "plateau", "reason": "accuracy gained 0.001 over 3 cycles"},
-    "next_run": "none",
-    "run_url": "http://mlflow.example/#/experiments/1/runs/abc",
-    "project_id": 42,
-}
-
-
-def rows_of(text: str) -> dict[str, str]:
-    """The summary table as {label: value}."""
-    out = {}
-    for line in text.splitlines():
-        cells = [c.strip() for c in line.strip().strip("|").split("|")]
-        if line.startswith("| ") and len(cells) == 2 and cells[0]:
-            out[cells[0]] = cells[1]
-    return out
-
-
-def test_summary_has_every_number_formatted(cfg):
-    text = summary_markdown(cfg, FULL)
-    assert text.startswith("# Loopwise campaign `shoes` — cycle 3")
-    assert "**Status:** batch dispatched" in text
-    assert rows_of(text) == {
-        "labels accepted": "120",
-        "annotations paid": "250",
-        "cost spent": "19.20",
-        "holdout accuracy": "0.9123",
-        "holdout macro-F1": "0.8765",
-        "open batch": "4/10 items resolved",
-        "rows quarantined this run": "2",
-    }
-
-
-def test_summary_has_the_decision_rule_and_reason(cfg):
-    text = summary_markdown(cfg, FULL)
-    assert "**Decision:** stop (`plateau`)" in text
-    assert "> accuracy gained 0.001 over 3 cycles" in text
-    go_on = summary_markdown(
-        cfg, {**FULL, "decision": {"stop": False, "rule": "continue", "reason": "r"}}
-    )
-    assert "**Decision:** go on (`continue`)" in go_on
-
-
-def test_summary_has_the_links_and_next_run(cfg):
-    text = summary_markdown(cfg, FULL)
-    assert "- MLflow run: http://mlflow.example/#/experiments/1/runs/abc" in text
-    assert "- Label Studio project: http://ls.example:8080/projects/42" in text
-    assert "**Next run:** none" in text
-
-
-def test_summary_omits_absent_keys(cfg):
-    text = summary_markdown(cfg, {"cycle": 0, "status": "waiting", "labels": 0, "project_id": 7})
-    assert rows_of(text) == {"labels accepted": "0"}
-    for absent in ("cost spent", "holdout accuracy", "Decision", "Next run", "MLflow run"):
-        assert absent not in text
-    assert "/projects/7" in text
-
-
-def test_summary_omits_keys_given_as_none_but_keeps_zero(cfg):
-    text = summary_markdown(cfg, {**FULL, "metric": None, "run_url": None, "cost": 0.0})
-    rows = rows_of(text)
-    assert "holdout accuracy" not in rows
-    assert rows["cost spent"] == "0.00"
-    assert "MLflow run" not in text
-
-
-def test_summary_without_a_project_has_no_project_link(cfg):
-    text = summary_markdown(cfg, {"cycle": 0, "status": "new"})
-    assert "projects/None" not in text
-
+from storage.store import Store
 
 # --- state and checkpoints ------------------------------------------------------------------
 
@@ -122,9 +27,16 @@ def test_summary_without_a_project_has_no_project_link(cfg):
 def test_a_new_campaign_starts_before_cycle_zero(tmp_path):
     store = Store(tmp_path)
     state = read_state(store)
-    assert state == {"cycle": -1, "stage": "new", "history": [], "rechecks": 0, "stopped": False}
-    state["history"].append("x")
-    assert read_state(store)["history"] == [], "the default is not shared between calls"
+    assert (state.cycle, state.stage, state.history, state.rechecks, state.stopped) == (
+        -1,
+        Stage.NEW,
+        [],
+        0,
+        False,
+    )
+    assert state.cold_start
+    state.history.append({"cycle": 0})
+    assert read_state(store).history == [], "the default is not shared between calls"
     assert list(tmp_path.iterdir()) == [], "reading writes nothing"
 
 
@@ -132,23 +44,34 @@ def test_write_state_replaces_the_file_and_keeps_other_keys(tmp_path):
     store = Store(tmp_path)
     first = write_state(store, read_state(store), cycle=0, stage="started", open_batch=["i1"])
     assert read_state(store) == first
-    assert first["updated_at"]
+    assert first.updated_at
     second = write_state(store, first, stage="trained")
-    assert second["stage"] == "trained"
-    assert (second["cycle"], second["open_batch"], second["history"]) == (0, ["i1"], [])
-    assert first["stage"] == "started", "the given state is not modified"
+    assert second.stage is Stage.TRAINED
+    assert (second.cycle, second.open_batch, second.history) == (0, ["i1"], [])
+    assert first.stage is Stage.STARTED, "the given state is not modified"
     on_disk = json.loads((tmp_path / "state.json").read_text())
-    assert on_disk == second
+    assert on_disk == second.model_dump(mode="json")
+    assert on_disk["stage"] == "trained", "the stage is stored as its name"
     # replaced atomically: one document, no temp files left behind
     assert sorted(p.name for p in tmp_path.iterdir()) == ["state.json"]
 
 
-def test_write_state_without_changes_rewrites_the_state(tmp_path):
+def test_an_old_state_file_loads_and_keeps_its_unknown_keys(tmp_path):
     store = Store(tmp_path)
-    state = {"cycle": 4, "stage": "waiting", "custom": {"k": 1}}
+    # as an earlier release wrote it: no review_queue, no project_id, a key of its own
+    store.write_json("state.json", {"cycle": 4, "stage": "waiting", "custom": {"k": 1}})
+    state = read_state(store)
+    assert (state.cycle, state.stage, state.review_queue) == (4, Stage.WAITING, 0)
     written = write_state(store, state)
-    assert {k: v for k, v in written.items() if k != "updated_at"} == state
-    assert read_state(store)["custom"] == {"k": 1}
+    assert read_state(store).model_extra["custom"] == {"k": 1}
+    assert written.updated_at is not None
+
+
+def test_a_state_with_an_unknown_stage_is_an_error_naming_the_file(tmp_path):
+    store = Store(tmp_path)
+    store.write_json("state.json", {"cycle": 1, "stage": "exploded"})
+    with pytest.raises(ValueError, match=r"state\.json: not a campaign state \(stage: Input should be 'new'"):
+        read_state(store)
 
 
 def test_checkpoint_round_trip_in_a_zero_padded_cycle_folder(tmp_path):
@@ -173,6 +96,21 @@ def test_campaign_store_is_a_folder_per_campaign(tmp_path):
     store = campaign_store(f"{tmp_path}/", "shoes")
     write_state(store, read_state(store), cycle=0)
     assert (tmp_path / "shoes" / "state.json").is_file()
+
+
+def test_checkpointed_computes_once_and_then_returns_the_checkpoint(tmp_path):
+    store = Store(tmp_path)
+    calls = []
+
+    def compute():
+        calls.append(1)
+        return {"n": len(calls)}
+
+    assert checkpointed(store, 3, Stage.SELECTED, compute) == {"n": 1}
+    assert checkpointed(store, 3, Stage.SELECTED, compute) == {"n": 1}
+    assert len(calls) == 1, "a re-run finds the checkpoint and computes nothing"
+    assert checkpointed(store, 3, "selected", compute, valid=lambda v: v["n"] == 2) == {"n": 2}
+    assert checkpoint(store, 3, "selected") == {"n": 2}, "an invalid checkpoint is replaced"
 
 
 # --- batch_progress -------------------------------------------------------------------------
@@ -205,9 +143,15 @@ def ledgers(root, annotations, accepted):
     )
 
 
-def test_the_ledger_rows_are_what_read_annotations_reads(tmp_path):
+def progress(root, items, **kw):
+    led = Ledgers(Store(root), PROJECT)
+    kw.pop("disputed", None)
+    return batch_progress(items, accepted=led.labeled_ids(), answers=led.answers_per_item(), **kw)
+
+
+def test_the_ledger_rows_are_what_the_annotations_view_reads(tmp_path):
     ledgers(tmp_path, [annotation(1, "i1"), annotation(2, "i1", "skipped")], [])
-    rows = read_annotations(str(tmp_path), PROJECT)
+    rows = Ledgers(Store(tmp_path), PROJECT).annotations()
     assert sorted((r["annotation_id"], r["status"]) for r in rows) == [
         (1, "accepted"),
         (2, "skipped"),
@@ -228,9 +172,8 @@ def test_batch_progress_sorts_items_by_where_they_stand(tmp_path):
     ]
     ledgers(tmp_path, ann, accepted=["i1"])
     items = ["i1", "i2", "i3", "i4", "i5"]  # i5: no answer yet
-    got = batch_progress(
-        str(tmp_path),
-        PROJECT,
+    got = progress(
+        tmp_path,
         items,
         disputed={"i2": "agreement 0.50 < 0.66", "i3": "agreement 0.50 < 0.66"},
         annotators_per_item=2,
@@ -248,9 +191,7 @@ def test_batch_progress_sorts_items_by_where_they_stand(tmp_path):
 
 def test_all_accepted_batch_is_done(tmp_path):
     ledgers(tmp_path, [annotation(1, "i1"), annotation(2, "i2")], accepted=["i1", "i2"])
-    got = batch_progress(
-        str(tmp_path), PROJECT, ["i1", "i2"], disputed={}, annotators_per_item=1, max_annotations=3
-    )
+    got = progress(tmp_path, ["i1", "i2"], disputed={}, annotators_per_item=1, max_annotations=3)
     assert (got["done"], got["total"], got["accepted"]) == (2, 2, 2)
     assert got["pending"] == got["review"] == got["more"] == []
 
@@ -258,9 +199,7 @@ def test_all_accepted_batch_is_done(tmp_path):
 def test_accepted_item_is_done_even_at_max_annotations(tmp_path):
     ann = [annotation(k, "i1") for k in range(1, 4)]
     ledgers(tmp_path, ann, accepted=["i1"])
-    got = batch_progress(
-        str(tmp_path), PROJECT, ["i1"], disputed={}, annotators_per_item=1, max_annotations=3
-    )
+    got = progress(tmp_path, ["i1"], disputed={}, annotators_per_item=1, max_annotations=3)
     assert got["review"] == [] and got["done"] == 1
 
 
@@ -271,9 +210,8 @@ def test_an_updated_annotation_counts_once(tmp_path):
         annotation(1, "i1", label="b", updated_at="2026-01-02T00:00:00Z"),
     ]
     ledgers(tmp_path, ann, accepted=[])
-    got = batch_progress(
-        str(tmp_path),
-        PROJECT,
+    got = progress(
+        tmp_path,
         ["i1"],
         disputed={"i1": "x"},
         annotators_per_item=2,
@@ -286,16 +224,12 @@ def test_items_with_enough_answers_and_no_consensus_get_more(tmp_path):
     # both answers skipped: consensus never saw the item, it is neither accepted nor disputed
     ann = [annotation(1, "i1", "skipped"), annotation(2, "i1", "skipped")]
     ledgers(tmp_path, ann, accepted=[])
-    got = batch_progress(
-        str(tmp_path), PROJECT, ["i1"], disputed={}, annotators_per_item=2, max_annotations=4
-    )
+    got = progress(tmp_path, ["i1"], disputed={}, annotators_per_item=2, max_annotations=4)
     assert got["more"] == ["i1"] and got["pending"] == ["i1"] and got["done"] == 0
 
 
 def test_empty_ledgers_leave_everything_pending(tmp_path):
-    got = batch_progress(
-        str(tmp_path), PROJECT, ["i1", "i2"], disputed={}, annotators_per_item=1, max_annotations=2
-    )
+    got = progress(tmp_path, ["i1", "i2"], disputed={}, annotators_per_item=1, max_annotations=2)
     assert got == {
         "total": 2,
         "done": 0,
@@ -310,7 +244,44 @@ def test_other_projects_ledgers_are_ignored(tmp_path):
     store = Store(tmp_path)
     store.append_jsonl("annotations/99.jsonl", [annotation(1, "i1"), annotation(2, "i1")])
     store.append_jsonl("labels/99.jsonl", [{"item_id": "i1"}])
-    got = batch_progress(
-        str(tmp_path), PROJECT, ["i1"], disputed={}, annotators_per_item=1, max_annotations=2
-    )
+    got = progress(tmp_path, ["i1"], disputed={}, annotators_per_item=1, max_annotations=2)
     assert got["pending"] == ["i1"] and got["accepted"] == 0
+
+
+# --- Ledgers --------------------------------------------------------------------------------
+
+
+class CountingStore(Store):
+    """A local store that counts ledger reads (a full listing each, on S3)."""
+
+    def __init__(self, root):
+        super().__init__(root)
+        self.reads: list[str] = []
+
+    def read_jsonl(self, key):
+        self.reads.append(key)
+        return super().read_jsonl(key)
+
+
+def test_a_ledger_is_read_once_and_sees_its_own_appends(tmp_path):
+    store = CountingStore(tmp_path)
+    led = Ledgers(store, PROJECT)
+    led.append("annotations", [annotation(1, "i1")])  # before any read: nothing cached
+    assert [r["annotation_id"] for r in led.read("annotations")] == [1]
+    led.append("annotations", [annotation(2, "i2", "skipped")])
+    assert led.answers_per_item() == {"i1": 1, "i2": 1}
+    assert led.paid_annotations() == 1, "a skip is free"
+    assert store.reads == ["annotations/5.jsonl"], "one read for the whole run"
+    fresh = Ledgers(Store(tmp_path), PROJECT).read("annotations")
+    assert fresh == led.read("annotations"), "the cache holds what a new reader reads"
+
+
+def test_ledger_keys_are_per_project_and_unknown_names_are_refused(tmp_path):
+    led = Ledgers(Store(tmp_path), 7)
+    assert led.key("labels") == "labels/7.jsonl"
+    assert led.document_key("collect") == "collect/7.json"
+    with pytest.raises(ValueError, match=r"unknown ledger 'label'; ledgers: \[.*'labels'"):
+        led.key("label")
+    led.append("dispatch", [{"event": "intent", "items": ["a"]}, {"event": "sent", "item_id": "a"}])
+    assert led.dispatched_ids() == ["a"]
+    assert Ledgers(Store(tmp_path), 8).dispatched_ids() == [], "another project's ledger"

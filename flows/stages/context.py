@@ -1,0 +1,115 @@
+"""The campaign a run works on: its config with the run's overrides, store, state, Label
+Studio target and ledgers, and the validated pool."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from loopwise.config import CampaignConfig, ConfigError, load_campaign
+from loopwise.state import CampaignState
+from storage.campaign import Ledgers, campaign_store, read_state, write_state
+from storage.store import Store
+from tasks.data import load_pool, quarantine_broken_lines, split_holdout
+from tasks.labelstudio import LabelStudioTarget, ensure_project, user_ids
+
+__all__ = ["CampaignRun", "PoolData", "open_campaign"]
+
+
+@dataclass
+class PoolData:
+    """The validated pool and holdout of this run, and how many rows were quarantined."""
+
+    pool: pd.DataFrame
+    holdout: pd.DataFrame
+    quarantined: int
+
+    def undispatched(self, dispatched: list[str]) -> np.ndarray:
+        """Row indices of the pool items never sent to Label Studio."""
+        return np.flatnonzero(~self.pool["item_id"].isin(set(dispatched)).to_numpy())
+
+
+@dataclass
+class CampaignRun:
+    """One run's view of its campaign; ``state`` moves only through :meth:`save`."""
+
+    cfg: CampaignConfig
+    store: Store
+    state: CampaignState
+    target: LabelStudioTarget
+    params: dict[str, Any]  # what the next scheduled run gets
+    _ledgers: Ledgers | None = field(default=None, repr=False)
+    _experts: set[str] | None = field(default=None, repr=False)
+
+    def save(self, **changes: Any) -> CampaignState:
+        """Move the state (``state.json`` replaced atomically)."""
+        self.state = write_state(self.store, self.state, **changes)
+        return self.state
+
+    def ledgers(self) -> Ledgers:
+        """The project's ledgers (the project found or created on first use)."""
+        if self._ledgers is None:
+            cfg = self.cfg
+            pid = ensure_project(
+                self.target,
+                cfg.project_title,
+                cfg.labels,
+                data_kind=cfg.data.kind,
+                overlap=cfg.annotators_per_item,
+            )
+            self.target = self.target.for_project(pid)
+            self._ledgers = Ledgers(self.store, pid)
+            if self.state.project_id != pid:
+                self.save(project_id=pid)
+        return self._ledgers
+
+    def experts(self) -> set[str]:
+        """Label Studio user ids of ``labelstudio.reviewers`` (those who have an account)."""
+        if self._experts is None:
+            self._experts = set(user_ids(self.target, self.cfg.labelstudio.reviewers).values())
+        return self._experts
+
+    def load_data(self) -> PoolData:
+        """Pool and holdout, after validation (bad rows quarantined)."""
+        cfg = self.cfg
+        df = load_pool(cfg)
+        quarantined = quarantine_broken_lines(self.store, cfg.data.source, df, self.state.cycle)
+        if cfg.data.validation_suite:
+            from tasks.validate import validate_pool
+
+            before = len(df)
+            df, _ = validate_pool(
+                df,
+                cfg.data.validation_suite,
+                id_column="item_id",
+                store_root=self.store.root,
+                source=cfg.data.source,
+                min_valid_fraction=cfg.data.min_valid_fraction,
+                cycle=self.state.cycle,
+            )
+            quarantined += before - len(df)
+        split = split_holdout(cfg, df)
+        return PoolData(split["pool"], split["holdout"], quarantined)
+
+
+def open_campaign(
+    campaign: str, overrides: dict[str, Any], *, need_token: bool = True
+) -> CampaignRun:
+    """Load and validate the campaign file with the run's overrides; read the token and state.
+
+    ``need_token=False`` for what only reads the store (the report)."""
+    cfg = load_campaign(campaign).with_overrides(**overrides)
+    token = os.environ.get(cfg.labelstudio.token_env, "")
+    if need_token and not token:
+        raise ConfigError(
+            f"environment variable {cfg.labelstudio.token_env} is not set: it must hold the "
+            f"Label Studio API token (labelstudio.token_env in {campaign})"
+        )
+    store = campaign_store(cfg.storage_root, cfg.name)
+    params = {"campaign": campaign, **{k: v for k, v in overrides.items() if v is not None}}
+    target = LabelStudioTarget(cfg.labelstudio.url, token)
+    return CampaignRun(cfg, store, read_state(store), target, params)

@@ -1,0 +1,103 @@
+"""The run summary artifact."""
+
+from __future__ import annotations
+
+import pytest
+
+from loopwise.config import CampaignConfig
+from tasks.report import summary_markdown
+
+
+@pytest.fixture
+def cfg() -> CampaignConfig:
+    return CampaignConfig.model_validate(
+        {
+            "name": "shoes",
+            "data": {"source": "pool.csv"},
+            "labels": ["a", "b"],
+            "labelstudio": {"url": "http://ls.example:8080"},
+        }
+    )
+
+
+# --- summary_markdown -----------------------------------------------------------------------
+
+
+FULL = {
+    "cycle": 3,
+    "status": "batch dispatched",
+    "labels": 120,
+    "annotations": 250,
+    "cost": 19.2,
+    "metric": 0.912345,
+    "macro_f1": 0.87654,
+    "batch_progress": "4/10 items resolved",
+    "quarantined": 2,
+    "decision": {"stop": True, "rule": "plateau", "reason": "accuracy gained 0.001 over 3 cycles"},
+    "next_run": "none",
+    "run_url": "http://mlflow.example/#/experiments/1/runs/abc",
+    "project_id": 42,
+}
+
+
+def rows_of(text: str) -> dict[str, str]:
+    """The summary table as {label: value}."""
+    out = {}
+    for line in text.splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if line.startswith("| ") and len(cells) == 2 and cells[0]:
+            out[cells[0]] = cells[1]
+    return out
+
+
+def test_summary_has_every_number_formatted(cfg):
+    text = summary_markdown(cfg, FULL)
+    assert text.startswith("# Loopwise campaign `shoes` — cycle 3")
+    assert "**Status:** batch dispatched" in text
+    assert rows_of(text) == {
+        "labels accepted": "120",
+        "annotations paid": "250",
+        "cost spent": "19.20",
+        "holdout accuracy": "0.9123",
+        "holdout macro-F1": "0.8765",
+        "open batch": "4/10 items resolved",
+        "rows quarantined this run": "2",
+    }
+
+
+def test_summary_has_the_decision_rule_and_reason(cfg):
+    text = summary_markdown(cfg, FULL)
+    assert "**Decision:** stop (`plateau`)" in text
+    assert "> accuracy gained 0.001 over 3 cycles" in text
+    go_on = summary_markdown(
+        cfg, {**FULL, "decision": {"stop": False, "rule": "continue", "reason": "r"}}
+    )
+    assert "**Decision:** go on (`continue`)" in go_on
+
+
+def test_summary_has_the_links_and_next_run(cfg):
+    text = summary_markdown(cfg, FULL)
+    assert "- MLflow run: http://mlflow.example/#/experiments/1/runs/abc" in text
+    assert "- Label Studio project: http://ls.example:8080/projects/42" in text
+    assert "**Next run:** none" in text
+
+
+def test_summary_omits_absent_keys(cfg):
+    text = summary_markdown(cfg, {"cycle": 0, "status": "waiting", "labels": 0, "project_id": 7})
+    assert rows_of(text) == {"labels accepted": "0"}
+    for absent in ("cost spent", "holdout accuracy", "Decision", "Next run", "MLflow run"):
+        assert absent not in text
+    assert "/projects/7" in text
+
+
+def test_summary_omits_keys_given_as_none_but_keeps_zero(cfg):
+    text = summary_markdown(cfg, {**FULL, "metric": None, "run_url": None, "cost": 0.0})
+    rows = rows_of(text)
+    assert "holdout accuracy" not in rows
+    assert rows["cost spent"] == "0.00"
+    assert "MLflow run" not in text
+
+
+def test_summary_without_a_project_has_no_project_link(cfg):
+    text = summary_markdown(cfg, {"cycle": 0, "status": "new"})
+    assert "projects/None" not in text
