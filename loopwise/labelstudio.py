@@ -31,7 +31,6 @@ Statuses (what Label Studio 1.23 stores, and what Loopwise makes of it):
 from __future__ import annotations
 
 import copy
-import datetime as dt
 import math
 import numbers
 import re
@@ -41,8 +40,9 @@ from dataclasses import dataclass
 from typing import Any, Literal
 from xml.sax.saxutils import escape, quoteattr
 
-import numpy as np
 import pandas as pd
+
+from loopwise.jsonsafe import json_safe
 
 __all__ = [
     "DATA_KEYS",
@@ -246,40 +246,6 @@ def labels_of_config(config: str, *, control_name: str = "label") -> list[str]:
 # --------------------------------------------------------------------------- tasks
 
 
-def _jsonable(value: Any, where: str) -> Any:
-    """``value`` as plain JSON types: NumPy scalars unwrapped, NaN/NaT → None, times → ISO."""
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, np.generic):
-        value = value.item()
-        if isinstance(value, bytes):
-            raise TypeError(f"{where} is bytes, which JSON cannot carry")
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        return None if math.isnan(value) or math.isinf(value) else value
-    if value is pd.NaT:
-        return None
-    if isinstance(value, dt.datetime | dt.date | dt.time | pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, Mapping):
-        out = {}
-        for k, v in value.items():
-            if not isinstance(k, str):
-                raise TypeError(
-                    f"{where} has a key {k!r} of type {type(k).__name__}; keys must be str"
-                )
-            out[k] = _jsonable(v, f"{where}[{k!r}]")
-        return out
-    if isinstance(value, list | tuple | np.ndarray):
-        return [_jsonable(v, f"{where}[{i}]") for i, v in enumerate(value)]
-    raise TypeError(
-        f"{where} is a {type(value).__name__} ({value!r}); task data must be JSON: str, "
-        "numbers, bool, None, lists, mappings, dates"
-    )
-
-
 def _check_score(value: Any, name: str) -> float | None:
     if value is None:
         return None
@@ -349,7 +315,7 @@ def task_payload(
         raise ValueError(
             f"data['query_score'] is {data['query_score']!r} but query_score is {query_score!r}"
         )
-    payload_data = _jsonable(dict(data), "data")
+    payload_data = json_safe(dict(data), strict=True, where="data")
     payload_data["item_id"] = item_id
     payload_data["query_score"] = query_score
     task: dict[str, Any] = {"data": payload_data}

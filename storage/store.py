@@ -38,7 +38,6 @@ import hashlib
 import io
 import json
 import logging
-import math
 import os
 import random
 import re
@@ -49,7 +48,6 @@ import uuid
 from collections.abc import Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
-from datetime import UTC, date, datetime
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Any
 
@@ -92,35 +90,6 @@ def _check_key(key: str | os.PathLike[str], *, allow_empty: bool = False) -> str
     ):
         raise ValueError(f"storage key must be a relative path inside the root, got {raw!r}")
     return "/".join(p.parts)
-
-
-def _json_safe(value: Any) -> Any:
-    """``value`` as plain JSON types: NaN/NA/NaT -> None, numpy scalars -> Python, times -> ISO."""
-    import numpy as np
-    import pandas as pd
-
-    if value is None or isinstance(value, bool | str):
-        return value
-    if isinstance(value, Mapping):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, list | tuple | set | frozenset | np.ndarray | pd.Series):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, np.generic):
-        value = value.item()
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, int):
-        return value
-    try:
-        if pd.isna(value):
-            return None
-    except (TypeError, ValueError):
-        pass
-    if isinstance(value, datetime | date | pd.Timestamp):
-        return value.isoformat()
-    if isinstance(value, bytes):
-        return value.decode("utf-8", errors="replace")
-    return str(value)
 
 
 def _parse_jsonl(text: str, where: str, *, tolerate_cut_tail: bool) -> list[dict[str, Any]]:
@@ -627,6 +596,9 @@ class Store:
         """
         import pandas as pd
 
+        from loopwise.jsonsafe import json_safe
+        from loopwise.state import now_iso
+
         n = len(rows)
         if isinstance(reasons, str):
             why = [reasons] * n
@@ -647,16 +619,16 @@ class Store:
                 raise ValueError(f"quarantine {source}: {len(why)} reasons for {n} rows")
         if n == 0:
             return 0
-        now = datetime.now(UTC).isoformat()
+        now = now_iso()
         id_col = next((c for c in ("item_id", "id") if c in rows.columns), None)
         records = []
         for (label, row), reason in zip(rows.iterrows(), why, strict=True):
-            values = {str(c): _json_safe(v) for c, v in row.items()}
+            values = {str(c): json_safe(v) for c, v in row.items()}
             records.append(
                 {
                     "source": source,
-                    "row": _json_safe(label),
-                    "id": values.get(id_col) if id_col else _json_safe(label),
+                    "row": json_safe(label),
+                    "id": values.get(id_col) if id_col else json_safe(label),
                     "reason": None if reason is None else str(reason),
                     "values": values,
                     "cycle": cycle,

@@ -49,6 +49,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from loopwise.jsonsafe import json_safe
 from storage.store import Store, quarantine_key
 
 __all__ = [
@@ -451,7 +452,7 @@ def validate_frame(
                 table_failures.append(why)
                 entry["reason"] = why
             if "observed_value" in result:
-                entry["observed_value"] = _json_safe(result["observed_value"])
+                entry["observed_value"] = json_safe(result["observed_value"])
         per_expectation.append(entry)
 
     if table_failures:
@@ -486,14 +487,6 @@ def validate_frame(
         "top_reasons": [[k, c] for k, c in kinds.most_common(_TOP)],
     }
     return ValidationResult(valid, invalid, why, fraction, summary)
-
-
-def _json_safe(v: Any) -> Any:
-    try:
-        json.dumps(v)
-        return v
-    except (TypeError, ValueError):
-        return str(v)
 
 
 def validate_labels(
