@@ -197,10 +197,8 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
 ):
     import mlflow
 
-    import flows._common as common
-    import flows.cycle as cycle_mod
-    import tasks.labelstudio as ls_tasks
     from flows.cycle import cycle
+    from flows.stages import advance, decide, dispatch, select, train
     from loopwise.config import load_campaign
 
     monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
@@ -213,14 +211,14 @@ def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
     # A crash point per stage, in the order runs reach them. A crash stays armed
     # until a run reaches its point; the run after a crash is the rerun.
     pending = [
-        (ls_tasks, "dispatch_batch"),  # cold start: tasks imported, receipt not kept
-        (cycle_mod, "consensus_qc"),
-        (cycle_mod, "log_cycle"),  # the MLflow run exists, the checkpoint does not
-        (cycle_mod, "stopping_decision"),
-        (cycle_mod, "select_batch"),
-        (ls_tasks, "dispatch_batch"),
-        (common, "schedule_next_run"),  # the next run exists, the state does not know
-        (cycle_mod, "write_report", "instead"),  # stopped, and the final report failed
+        (dispatch, "dispatch_batch"),  # cold start: tasks imported, receipt not kept
+        (advance, "consensus_qc"),
+        (train, "log_cycle"),  # the MLflow run exists, the checkpoint does not
+        (decide, "stopping_decision"),
+        (select, "select_batch"),
+        (dispatch, "dispatch_batch"),
+        (dispatch, "schedule_next_run"),  # the next run exists, the state does not know
+        (decide, "write_report", "instead"),  # stopped, and the final report failed
     ]
     results, annotated_ids, crashed = [], set(), 0
     for _ in range(40):
