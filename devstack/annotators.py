@@ -15,17 +15,20 @@ Profile file (YAML or JSON)::
 
 from __future__ import annotations
 
+import dataclasses
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from sklearn.utils import check_random_state
 
+from loopwise.annotators import SKIPPED, AnnotatorProfile, draw_answers
 from loopwise.labelstudio import default_to_name
 from tasks.labelstudio import connect
 
@@ -33,24 +36,8 @@ __all__ = ["AnnotatorProfile", "load_profiles", "simulate_annotators"]
 
 EMAIL_DOMAIN = "annotators.loopwise.invalid"
 
-
-class AnnotatorProfile(BaseModel):
-    """How one simulated annotator behaves."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,40}$")
-    accuracy: float = Field(ge=0.0, le=1.0)
-    #: true label → the wrong label this annotator gives when wrong (else a random wrong one)
-    confusion: dict[str, str] = Field(default_factory=dict)
-    #: mean seconds per task, recorded as the annotation's lead time
-    latency: float = Field(default=5.0, gt=0.0)
-    skip_rate: float = Field(default=0.0, ge=0.0, le=1.0)
-
-    @field_validator("confusion", mode="before")
-    @classmethod
-    def _as_strings(cls, v: Any) -> Any:
-        return {str(k): str(x) for k, x in v.items()} if isinstance(v, Mapping) else v
+#: One answer to post: task id, annotator name, label (None: a skip), lead time in seconds.
+_Step = tuple[int, str, str | None, float]
 
 
 class _ProfileFile(BaseModel):
@@ -74,6 +61,9 @@ def load_profiles(path: str | Path) -> list[AnnotatorProfile]:
     except ValidationError as err:
         where = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors())
         raise ValueError(f"{path}: invalid annotator profiles: {where}") from err
+    unnamed = [f"annotators.{i}.name: Field required" for i, p in enumerate(profiles) if not p.name]
+    if unnamed:
+        raise ValueError(f"{path}: invalid annotator profiles: {'; '.join(unnamed)}")
     names = [p.name for p in profiles]
     if len(set(names)) != len(names):
         raise ValueError(f"{path}: annotator names must be distinct, got {names}")
@@ -81,6 +71,9 @@ def load_profiles(path: str | Path) -> list[AnnotatorProfile]:
 
 
 def _ensure_users(client: Any, profiles: Sequence[AnnotatorProfile]) -> dict[str, int]:
+    unnamed = [i for i, p in enumerate(profiles) if not p.name]
+    if unnamed:
+        raise ValueError(f"profiles {unnamed} have no name: a Label Studio user needs one")
     by_email = {u.email: int(u.id) for u in client.users.list()}
     ids = {}
     for p in profiles:
@@ -93,17 +86,81 @@ def _ensure_users(client: Any, profiles: Sequence[AnnotatorProfile]) -> dict[str
     return ids
 
 
-def _answer(
-    p: AnnotatorProfile, truth: str, labels: Sequence[str], rng: np.random.RandomState
-) -> str | None:
-    if rng.random_sample() < p.skip_rate:
-        return None
-    if rng.random_sample() < p.accuracy:
-        return truth
-    if truth in p.confusion:
-        return p.confusion[truth]
-    wrong = [label for label in labels if label != truth]
-    return wrong[rng.randint(len(wrong))] if wrong else truth
+def _item_of(task: Mapping[str, Any]) -> str:
+    return str((task.get("data") or {}).get("item_id"))
+
+
+def _assign(
+    tasks: Sequence[Mapping[str, Any]],
+    profiles: Sequence[AnnotatorProfile],
+    user_ids: Mapping[str, int],
+    overlap: int | None,
+    default_overlap: int,
+    rng: np.random.RandomState,
+) -> tuple[list[tuple[int, str, int]], list[str]]:
+    """Who answers what: (task id, item, profile position) per answer, and the starved
+    items (those that want more answers than there are annotators left)."""
+    plan, starved = [], []
+    for t in sorted(tasks, key=lambda t: t["id"]):
+        done = {_annotator_id(a) for a in t.get("annotations", [])}
+        free = [i for i, p in enumerate(profiles) if user_ids[p.name] not in done]
+        target = (
+            overlap if overlap is not None else max(default_overlap, int(t.get("overlap") or 1))
+        )
+        need = max(0, target - len(t.get("annotations", [])))
+        if need > len(free):
+            starved.append(_item_of(t))
+        plan += [(int(t["id"]), _item_of(t), free[k]) for k in rng.permutation(len(free))[:need]]
+    return plan, starved
+
+
+def _string_labels(p: AnnotatorProfile) -> AnnotatorProfile:
+    """``p`` with its confusion as strings (Label Studio choices are strings)."""
+    return dataclasses.replace(p, confusion={str(k): str(v) for k, v in p.confusion.items()})
+
+
+def _answers(
+    plan: Sequence[tuple[int, str, int]],
+    truth: Mapping[str, str],
+    profiles: Sequence[AnnotatorProfile],
+    labels: Sequence[str],
+    rng: np.random.RandomState,
+) -> list[_Step]:
+    """The answers of the plan (:func:`loopwise.annotators.draw_answers`) and lead times."""
+    classes = pd.Index(list(labels))
+    true = classes.get_indexer([str(truth[item]) for _, item, _ in plan])
+    if (true < 0).any():
+        task_id, item, _ = plan[int(np.flatnonzero(true < 0)[0])]
+        raise ValueError(
+            f"the true label of item {item!r} (task {task_id}), {truth[item]!r}, is not one "
+            f"of the project's labels {list(classes)!r}"
+        )
+    who = np.array([pos for _, _, pos in plan], dtype=np.intp)
+    given = draw_answers([_string_labels(p) for p in profiles], who, true, classes, rng)
+    leads = rng.exponential(np.array([p.latency for p in profiles])[who])
+    return [
+        (task_id, profiles[pos].name, None if g == SKIPPED else str(classes[g]), float(lead))
+        for (task_id, _, pos), g, lead in zip(plan, given, leads, strict=True)
+    ]
+
+
+def _poster(
+    client: Any, user_ids: Mapping[str, int], control: str, to_name: str
+) -> Callable[[_Step], None]:
+    """A function that posts one step of the plan as an annotation."""
+
+    def post(step: _Step) -> None:
+        task_id, name, label, lead = step
+        choice = {"from_name": control, "to_name": to_name, "type": "choices"}
+        client.annotations.create(
+            id=task_id,
+            result=[] if label is None else [{**choice, "value": {"choices": [label]}}],
+            completed_by=user_ids[name],
+            lead_time=lead,
+            was_cancelled=label is None,
+        )
+
+    return post
 
 
 def simulate_annotators(
@@ -129,71 +186,31 @@ def simulate_annotators(
     before anything is posted, so the same seed gives the same annotations.
     Returns counts: annotations posted, skips, and per annotator.
     """
+    to_name = default_to_name(data_kind)
     client = connect(url, api_key)
     rng = check_random_state(random_state)
     user_ids = _ensure_users(client, profiles)
-    name_of = {v: k for k, v in user_ids.items()}
     default_overlap = int(client.projects.get(id=project_id).maximum_annotations or 1)
     wanted = None if items is None else {str(i) for i in items}
-    to_name = default_to_name(data_kind)
-    plan = []
-    starved: list[str] = []  # items that want more answers than there are annotators left
     tasks = [
         t.model_dump(mode="json")
         for t in client.tasks.list(project=project_id, fields="all", page_size=100)
     ]
-    for t in sorted(tasks, key=lambda t: t["id"]):
-        item = str((t.get("data") or {}).get("item_id"))
-        if (wanted is not None and item not in wanted) or item not in truth:
-            continue
-        done = {
-            a["completed_by"]["id"]
-            if isinstance(a.get("completed_by"), dict)
-            else a.get("completed_by")
-            for a in t.get("annotations", [])
-        }
-        free = [p for p in profiles if user_ids[p.name] not in done]
-        target = (
-            overlap if overlap is not None else max(default_overlap, int(t.get("overlap") or 1))
-        )
-        need = max(0, target - len(t.get("annotations", [])))
-        if need > len(free):
-            starved.append(item)
-        for k in rng.permutation(len(free))[:need]:
-            p = free[k]
-            label = _answer(p, str(truth[item]), labels, rng)
-            lead = float(rng.exponential(p.latency))
-            plan.append((int(t["id"]), p.name, label, lead))
-
-    def post(step: tuple[int, str, str | None, float]) -> None:
-        task_id, name, label, lead = step
-        result = (
-            []
-            if label is None
-            else [
-                {
-                    "from_name": control_name,
-                    "to_name": to_name,
-                    "type": "choices",
-                    "value": {"choices": [label]},
-                }
-            ]
-        )
-        client.annotations.create(
-            id=task_id,
-            result=result,
-            completed_by=user_ids[name],
-            lead_time=lead,
-            was_cancelled=label is None,
-        )
-
+    tasks = [t for t in tasks if _item_of(t) in truth and (wanted is None or _item_of(t) in wanted)]
+    assigned, starved = _assign(tasks, profiles, user_ids, overlap, default_overlap, rng)
+    plan = _answers(assigned, truth, profiles, labels, rng)
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        list(pool.map(post, plan))
-    per = {name: sum(s[1] == name for s in plan) for name in user_ids}
+        list(pool.map(_poster(client, user_ids, control_name, to_name), plan))
     return {
         "posted": len(plan),
         "skipped": sum(s[2] is None for s in plan),
-        "per_annotator": per,
+        "per_annotator": {name: sum(s[1] == name for s in plan) for name in user_ids},
         "starved": starved,
-        "users": {name_of[v]: v for v in user_ids.values()},
+        "users": dict(user_ids),
     }
+
+
+def _annotator_id(annotation: Mapping[str, Any]) -> Any:
+    """The user id of ``completed_by`` (an id, or the user as a mapping)."""
+    who = annotation.get("completed_by")
+    return who["id"] if isinstance(who, dict) else who

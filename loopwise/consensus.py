@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Hashable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -30,6 +30,7 @@ from scipy.special import logsumexp
 from sklearn.utils import check_random_state
 
 from loopwise._validation import check_n
+from loopwise.annotators import AnnotatorProfile, draw_answers
 
 __all__ = [
     "AdaptiveOverlap",
@@ -343,8 +344,28 @@ def dawid_skene(
     smoothing = _check_float(smoothing, "smoothing", 0.0, np.inf)
     enc = _encode(annotations, labels)
     rng = check_random_state(random_state)
-
     counts = enc.counts()
+    post, n_iter, converged, mean_ll = _em(enc, counts, max_iter, tol, smoothing)
+    # Report the parameters that go with the final posteriors.
+    priors, confusion = _m_step(post, enc, smoothing)
+    winner = _argmax_seeded(post, rng, atol=_TIE_ATOL)
+    confidence = post[np.arange(len(enc.items)), winner]
+    return ConsensusResult(
+        labels=_label_frame(enc, winner, confidence, counts),
+        posteriors=pd.DataFrame(post, index=enc.items, columns=enc.classes),
+        annotator_accuracy=_annotator_accuracy(enc, priors, confusion),
+        confusions=_confusion_frames(enc, confusion),
+        priors=pd.Series(priors, index=enc.classes, name="prior"),
+        n_iter=n_iter,
+        converged=converged,
+        log_likelihood=mean_ll,
+    )
+
+
+def _em(
+    enc: _Encoded, counts: np.ndarray, max_iter: int, tol: float, smoothing: float
+) -> tuple[np.ndarray, int, bool, float]:
+    """EM from the majority-vote posteriors: posteriors (N, K), iterations, converged, mean LL."""
     post = counts / counts.sum(axis=1, keepdims=True)
     n_answers = enc.item_idx.shape[0]
     previous, converged, mean_ll, n_iter = -np.inf, False, np.nan, 0
@@ -358,30 +379,24 @@ def dawid_skene(
             converged = True
             break
         previous = mean_ll
-    # Report the parameters that go with the final posteriors.
-    priors, confusion = _m_step(post, enc, smoothing)
+    return post, n_iter, converged, mean_ll
 
-    winner = _argmax_seeded(post, rng, atol=_TIE_ATOL)
-    confidence = post[np.arange(len(enc.items)), winner]
+
+def _annotator_accuracy(enc: _Encoded, priors: np.ndarray, confusion: np.ndarray) -> pd.Series:
+    """``sum_k prior_k * confusion[a, k, k]`` per annotator, best first."""
     accuracy = np.einsum("k,akk->a", priors, confusion)
-    classes = enc.classes
-    return ConsensusResult(
-        labels=_label_frame(enc, winner, confidence, counts),
-        posteriors=pd.DataFrame(post, index=enc.items, columns=classes),
-        annotator_accuracy=pd.Series(accuracy, index=enc.annotators, name="accuracy").sort_values(
-            ascending=False, kind="stable"
-        ),
-        confusions={
-            a: pd.DataFrame(
-                confusion[i], index=classes.rename("true"), columns=classes.rename("given")
-            )
-            for i, a in enumerate(enc.annotators)
-        },
-        priors=pd.Series(priors, index=classes, name="prior"),
-        n_iter=n_iter,
-        converged=converged,
-        log_likelihood=mean_ll,
+    return pd.Series(accuracy, index=enc.annotators, name="accuracy").sort_values(
+        ascending=False, kind="stable"
     )
+
+
+def _confusion_frames(enc: _Encoded, confusion: np.ndarray) -> dict[Hashable, pd.DataFrame]:
+    """Annotator → its confusion matrix (K, K), rows ``true``, columns ``given``."""
+    true, given = enc.classes.rename("true"), enc.classes.rename("given")
+    return {
+        a: pd.DataFrame(confusion[i], index=true, columns=given)
+        for i, a in enumerate(enc.annotators)
+    }
 
 
 # --------------------------------------------------------------------------- acceptance
@@ -545,52 +560,34 @@ class AdaptiveOverlap:
         return model_label is None or labels_so_far[0] != model_label or model_unsure
 
 
-@dataclass(frozen=True)
-class AnnotatorProfile:
-    """A simulated annotator.
-
-    Parameters
-    ----------
-    accuracy : float in [0, 1]
-        Probability of giving the true label.
-    confusion : mapping, optional
-        ``true label → wrong label`` given when the annotator errs on an item of that
-        class (a systematic confusion). Classes not in the mapping get a uniformly drawn
-        wrong label.
-    """
-
-    accuracy: float
-    confusion: Mapping[Hashable, Hashable] = field(default_factory=dict)
-
-
 def _profiles(profiles: Any) -> list[AnnotatorProfile]:
     if isinstance(profiles, str | Mapping) or not isinstance(profiles, Sequence):
         raise TypeError(
             "annotator_profiles must be a sequence of AnnotatorProfile, mappings "
             f"{{'accuracy': ..., 'confusion': ...}} or accuracies, got {type(profiles).__name__}"
         )
-    out = []
-    for i, p in enumerate(profiles):
-        if isinstance(p, AnnotatorProfile):
-            prof = p
-        elif isinstance(p, Mapping):
-            unknown = set(p) - {"accuracy", "confusion"}
-            if unknown or "accuracy" not in p:
-                raise ValueError(
-                    f"annotator_profiles[{i}] must have the key 'accuracy' and optionally "
-                    f"'confusion', got keys {sorted(map(str, p))}"
-                )
-            prof = AnnotatorProfile(p["accuracy"], p.get("confusion") or {})
-        elif isinstance(p, numbers.Real) and not isinstance(p, bool):
-            prof = AnnotatorProfile(float(p))
-        else:
-            raise TypeError(
-                f"annotator_profiles[{i}] must be an AnnotatorProfile, a mapping or an "
-                f"accuracy, got {type(p).__name__} {p!r}"
+    return [_profile(p, f"annotator_profiles[{i}]") for i, p in enumerate(profiles)]
+
+
+def _profile(p: Any, name: str) -> AnnotatorProfile:
+    """One entry of ``annotator_profiles`` (named ``name`` in errors) as a profile."""
+    if isinstance(p, AnnotatorProfile):
+        return p
+    if isinstance(p, Mapping):
+        unknown = set(p) - {"accuracy", "confusion"}
+        if unknown or "accuracy" not in p:
+            raise ValueError(
+                f"{name} must have the key 'accuracy' and optionally 'confusion', got keys "
+                f"{sorted(map(str, p))}"
             )
-        _check_float(prof.accuracy, f"annotator_profiles[{i}].accuracy", 0.0, 1.0)
-        out.append(prof)
-    return out
+        accuracy = _check_float(p["accuracy"], f"{name}.accuracy", 0.0, 1.0)
+        return AnnotatorProfile(accuracy, p.get("confusion") or {})
+    if isinstance(p, numbers.Real) and not isinstance(p, bool):
+        return AnnotatorProfile(_check_float(p, f"{name}.accuracy", 0.0, 1.0))
+    raise TypeError(
+        f"{name} must be an AnnotatorProfile, a mapping or an accuracy, got "
+        f"{type(p).__name__} {p!r}"
+    )
 
 
 def _arm_metrics(
@@ -673,6 +670,60 @@ def simulate_adaptive_overlap(
         ``accepted_accuracy`` (of the accepted labels) and ``annotation_ratio``
         (annotations relative to the full arm).
     """
+    y_true, model_label, model_confidence = _check_model_arrays(
+        y_true, model_label, model_confidence
+    )
+    if method not in ("dawid_skene", "majority"):
+        raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
+    max_annotations = check_n(max_annotations, "max_annotations")
+    min_agreement = _check_float(min_agreement, "min_agreement", 0.0, 1.0)
+    policy = _check_policy(policy, max_annotations)
+    profiles = _profiles(annotator_profiles)
+    if len(profiles) < max_annotations:
+        raise ValueError(
+            f"annotator_profiles holds {len(profiles)} annotator(s); max_annotations="
+            f"{max_annotations} distinct annotators per item need at least that many"
+        )
+    classes, true_idx = _simulation_classes(labels, y_true, model_label)
+
+    rng = check_random_state(random_state)
+    who = np.argsort(rng.random_sample((len(y_true), len(profiles))), axis=1)[:, :max_annotations]
+    given_labels = classes.to_numpy()[draw_answers(profiles, who, true_idx[:, None], classes, rng)]
+    paid = _adaptive_paid(policy, model_label, model_confidence, given_labels)
+    seed = int(rng.randint(np.iinfo(np.int32).max))
+    return _compare_arms(who, given_labels, paid, y_true, method, min_agreement, classes, seed)
+
+
+def _compare_arms(
+    who: np.ndarray,
+    given_labels: np.ndarray,
+    paid: np.ndarray,
+    y_true: np.ndarray,
+    method: str,
+    min_agreement: float,
+    classes: pd.Index,
+    seed: int,
+) -> pd.DataFrame:
+    """The summary of :func:`simulate_adaptive_overlap`: every answer against the paid ones."""
+    n_items, max_annotations = who.shape
+    items = np.repeat(np.arange(n_items), max_annotations)
+    full = pd.DataFrame({"item": items, "annotator": who.ravel(), "label": given_labels.ravel()})
+    keep = (np.arange(max_annotations)[None, :] < paid[:, None]).ravel()
+    truth = pd.Series(y_true, index=pd.RangeIndex(n_items))
+    rows = {
+        arm: _arm_metrics(answers, truth, method, min_agreement, classes, seed)
+        for arm, answers in (("full", full), ("adaptive", full.loc[keep]))
+    }
+    summary = pd.DataFrame.from_dict(rows, orient="index")
+    summary["annotation_ratio"] = summary["n_annotations"] / summary.loc["full", "n_annotations"]
+    summary.index.name = "arm"
+    return summary
+
+
+def _check_model_arrays(
+    y_true: npt.ArrayLike, model_label: npt.ArrayLike, model_confidence: npt.ArrayLike
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The three per-item inputs of the simulation as arrays of one shape (N,)."""
     y_true = np.asarray(y_true)
     model_label = np.asarray(model_label)
     model_confidence = np.asarray(model_confidence, dtype=np.float64)
@@ -685,10 +736,10 @@ def simulate_adaptive_overlap(
             )
     if not np.all((model_confidence >= 0) & (model_confidence <= 1)):
         raise ValueError("model_confidence must lie in [0, 1] (NaN is not allowed)")
-    if method not in ("dawid_skene", "majority"):
-        raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
-    max_annotations = check_n(max_annotations, "max_annotations")
-    min_agreement = _check_float(min_agreement, "min_agreement", 0.0, 1.0)
+    return y_true, model_label, model_confidence
+
+
+def _check_policy(policy: AdaptiveOverlap | None, max_annotations: int) -> AdaptiveOverlap:
     policy = AdaptiveOverlap(max_annotations=max_annotations) if policy is None else policy
     if not isinstance(policy, AdaptiveOverlap):
         raise TypeError(f"policy must be an AdaptiveOverlap, got {type(policy).__name__}")
@@ -698,12 +749,14 @@ def simulate_adaptive_overlap(
             f"policy.max_annotations ({policy.max_annotations}) exceeds max_annotations "
             f"({max_annotations}), the overlap of the full arm"
         )
-    profiles = _profiles(annotator_profiles)
-    if len(profiles) < max_annotations:
-        raise ValueError(
-            f"annotator_profiles holds {len(profiles)} annotator(s); max_annotations="
-            f"{max_annotations} distinct annotators per item need at least that many"
-        )
+    return policy
+
+
+def _simulation_classes(
+    labels: Sequence[Hashable] | None, y_true: np.ndarray, model_label: np.ndarray
+) -> tuple[pd.Index, np.ndarray]:
+    """The label set (``labels``, else those of ``y_true`` and ``model_label``), and
+    the class code of every item's true label."""
     if labels is None:
         classes = pd.Index(pd.unique(np.concatenate([y_true, model_label]).astype(object)))
     else:
@@ -713,30 +766,18 @@ def simulate_adaptive_overlap(
     true_idx = classes.get_indexer(y_true)
     if (true_idx < 0).any():
         raise ValueError(f"y_true holds labels outside labels {list(classes)!r}")
-    n_classes = len(classes)
-    accuracy = np.array([p.accuracy for p in profiles])
-    bias = np.full((len(profiles), n_classes), -1, dtype=np.intp)
-    for a, p in enumerate(profiles):
-        for true, wrong in p.confusion.items():
-            k, w = classes.get_indexer([true, wrong])
-            if k < 0 or w < 0 or k == w:
-                raise ValueError(
-                    f"annotator_profiles[{a}].confusion maps {true!r} → {wrong!r}; both must be "
-                    f"distinct labels of {list(classes)!r}"
-                )
-            bias[a, k] = w
+    return classes, true_idx
 
-    rng = check_random_state(random_state)
-    n_items = y_true.shape[0]
-    who = np.argsort(rng.random_sample((n_items, len(profiles))), axis=1)[:, :max_annotations]
-    correct = rng.random_sample(who.shape) < accuracy[who]
-    uniform_wrong = (true_idx[:, None] + rng.randint(1, n_classes, size=who.shape)) % n_classes
-    biased_wrong = bias[who, true_idx[:, None]]
-    wrong = np.where(biased_wrong >= 0, biased_wrong, uniform_wrong)
-    given = np.where(correct, true_idx[:, None], wrong)
 
+def _adaptive_paid(
+    policy: AdaptiveOverlap,
+    model_label: np.ndarray,
+    model_confidence: np.ndarray,
+    given_labels: np.ndarray,
+) -> np.ndarray:
+    """Per item, the answers (in the order drawn) the adaptive arm pays for."""
+    n_items, max_annotations = given_labels.shape
     paid = np.empty(n_items, dtype=np.intp)
-    given_labels = classes.to_numpy()[given]
     for i in range(n_items):
         n = 1
         while n < max_annotations and policy.needs_more(
@@ -744,17 +785,4 @@ def simulate_adaptive_overlap(
         ):
             n += 1
         paid[i] = n
-
-    items = np.repeat(np.arange(n_items), max_annotations)
-    full = pd.DataFrame({"item": items, "annotator": who.ravel(), "label": given_labels.ravel()})
-    keep = (np.arange(max_annotations)[None, :] < paid[:, None]).ravel()
-    truth = pd.Series(y_true, index=pd.RangeIndex(n_items))
-    seed = int(rng.randint(np.iinfo(np.int32).max))
-    rows = {
-        arm: _arm_metrics(answers, truth, method, min_agreement, classes, seed)
-        for arm, answers in (("full", full), ("adaptive", full.loc[keep]))
-    }
-    summary = pd.DataFrame.from_dict(rows, orient="index")
-    summary["annotation_ratio"] = summary["n_annotations"] / summary.loc["full", "n_annotations"]
-    summary.index.name = "arm"
-    return summary
+    return paid
