@@ -121,98 +121,123 @@ def infer_columns(
     warnings: list[str] = []
     label_set: list[str] = [str(v) for v in labels] if labels else []
     if label is not None:
-        values = df[label].dropna()
-        if values.empty and not labels:
-            raise InferenceError(
-                f"{source}: the label column {label!r} is empty; pass --labels A,B,..."
-            )
-        found = sorted({str(v) for v in values}, key=_natural)
-        if len(found) > MAX_LABELS:
-            raise InferenceError(
-                f"{source}: column {label!r} has {len(found)} distinct values, too many for a "
-                f"label set (at most {MAX_LABELS}); pass --label-column with the right column"
-            )
-        if labels:
-            outside = sorted(set(found) - set(label_set))
-            if outside:
-                bad = values[values.astype(str).isin(outside)]
-                warnings.append(
-                    f"{source}, column {label!r}: values outside --labels in "
-                    f"{_row_list(bad.index, bad.tolist())}; those rows stay in the pool unlabeled "
-                    "and out of the holdout"
-                )
-        else:
-            label_set = found
-        if len(label_set) < 2:
-            raise InferenceError(
-                f"{source}: column {label!r} holds a single label {label_set}; a classifier needs "
-                "at least two (pass --labels A,B,...)"
-            )
+        label_set = _label_set(df[label], label, labels, source, warnings)
     ident = id_column or _find([c for c in cols if c != label], ID_NAMES) or _unique_key(df, label)
     if ident is not None:
-        ids = df[ident]
-        if ids.isna().any():
-            rows = np.flatnonzero(ids.isna().to_numpy())
-            raise InferenceError(
-                f"{source}, column {ident!r}: empty id in {_row_list(rows, [''] * len(rows))}"
-            )
-        dup = ids.astype(str).duplicated(keep=False)
-        if dup.any():
-            rows = np.flatnonzero(dup.to_numpy())
-            raise InferenceError(
-                f"{source}, column {ident!r}: repeated ids in {_row_list(rows, ids[dup].tolist())}"
-            )
+        _check_ids(df[ident], ident, source)
     rest = [c for c in cols if c not in {label, ident}]
     text = text_column
     if text is None:
         text = next((c for c in rest if _stringy(df[c]) and _is_text(df[c])), None)
     inf = Inference(ident, label, text, [], [], label_set, warnings=warnings, rows=len(df))
     for c in rest:
-        if c == text:
-            continue
-        s = df[c]
-        nonnull = s.dropna()
-        if nonnull.empty:
-            inf.ignored[c] = "empty"
-            continue
-        if pd.api.types.is_bool_dtype(s.dtype):
-            inf.categorical.append(c)
-            inf.categories[c] = sorted({str(v) for v in nonnull})
-        elif pd.api.types.is_numeric_dtype(s.dtype):
-            inf.numeric.append(c)
-            inf.ranges[c] = (float(nonnull.min()), float(nonnull.max()))
-        else:
-            parsed = pd.to_numeric(nonnull, errors="coerce")
-            share = float(parsed.notna().mean())
-            if share >= NUMERIC_SHARE:
-                inf.numeric.append(c)
-                inf.ranges[c] = (float(parsed.min()), float(parsed.max()))
-                bad = nonnull[parsed.isna()]
-                inf.warnings.append(
-                    f"{source}, column {c!r}: numeric in {parsed.notna().sum()} of {len(nonnull)} "
-                    f"rows, not a number in {_row_list(bad.index, bad.tolist())}; the campaign "
-                    "quarantines those rows when it validates the pool"
-                )
-            elif nonnull.astype(str).nunique() <= MAX_CATEGORIES:
-                inf.categorical.append(c)
-                inf.categories[c] = sorted({str(v) for v in nonnull}, key=_natural)
-                if share > 0:
-                    nums = nonnull[parsed.notna()]
-                    inf.warnings.append(
-                        f"{source}, column {c!r}: mixed types, numbers in "
-                        f"{_row_list(nums.index, nums.tolist())}; kept as a category"
-                    )
-            else:
-                inf.ignored[c] = f"{nonnull.astype(str).nunique()} distinct strings: not a feature"
-        if c in inf.numeric or c in inf.categorical:
-            if s.isna().sum() == 0:
-                inf.not_null.append(c)
+        if c != text:
+            _add_feature(inf, c, df[c], source)
     if text is None and not inf.features:
         raise InferenceError(
             f"{source}: no feature column (numeric, categorical or text) besides id and label; "
             f"the columns are {cols}"
         )
     return inf
+
+
+def _label_set(
+    column: pd.Series,
+    label: str,
+    labels: Sequence[str] | None,
+    source: str,
+    warnings: list[str],
+) -> list[str]:
+    """The label set: ``labels`` if given (warning about values outside it), else the
+    values of the label column ``label``."""
+    values = column.dropna()
+    if values.empty and not labels:
+        raise InferenceError(
+            f"{source}: the label column {label!r} is empty; pass --labels A,B,..."
+        )
+    found = sorted({str(v) for v in values}, key=_natural)
+    if len(found) > MAX_LABELS:
+        raise InferenceError(
+            f"{source}: column {label!r} has {len(found)} distinct values, too many for a "
+            f"label set (at most {MAX_LABELS}); pass --label-column with the right column"
+        )
+    if labels:
+        label_set = [str(v) for v in labels]
+        outside = sorted(set(found) - set(label_set))
+        if outside:
+            bad = values[values.astype(str).isin(outside)]
+            warnings.append(
+                f"{source}, column {label!r}: values outside --labels in "
+                f"{_row_list(bad.index, bad.tolist())}; those rows stay in the pool unlabeled "
+                "and out of the holdout"
+            )
+    else:
+        label_set = found
+    if len(label_set) < 2:
+        raise InferenceError(
+            f"{source}: column {label!r} holds a single label {label_set}; a classifier needs "
+            "at least two (pass --labels A,B,...)"
+        )
+    return label_set
+
+
+def _check_ids(ids: pd.Series, ident: str, source: str) -> None:
+    """Raise if the id column ``ident`` has an empty or a repeated id."""
+    if ids.isna().any():
+        rows = np.flatnonzero(ids.isna().to_numpy())
+        raise InferenceError(
+            f"{source}, column {ident!r}: empty id in {_row_list(rows, [''] * len(rows))}"
+        )
+    dup = ids.astype(str).duplicated(keep=False)
+    if dup.any():
+        rows = np.flatnonzero(dup.to_numpy())
+        raise InferenceError(
+            f"{source}, column {ident!r}: repeated ids in {_row_list(rows, ids[dup].tolist())}"
+        )
+
+
+def _add_feature(inf: Inference, c: str, s: pd.Series, source: str) -> None:
+    """Record column ``c`` in ``inf``: numeric, categorical, or ignored (with the reason)."""
+    nonnull = s.dropna()
+    if nonnull.empty:
+        inf.ignored[c] = "empty"
+        return
+    if pd.api.types.is_bool_dtype(s.dtype):
+        inf.categorical.append(c)
+        inf.categories[c] = sorted({str(v) for v in nonnull})
+    elif pd.api.types.is_numeric_dtype(s.dtype):
+        inf.numeric.append(c)
+        inf.ranges[c] = (float(nonnull.min()), float(nonnull.max()))
+    else:
+        _add_text_feature(inf, c, nonnull, source)
+    if (c in inf.numeric or c in inf.categorical) and s.isna().sum() == 0:
+        inf.not_null.append(c)
+
+
+def _add_text_feature(inf: Inference, c: str, nonnull: pd.Series, source: str) -> None:
+    """A column of strings: numeric if most cells parse, else a category if few distinct."""
+    parsed = pd.to_numeric(nonnull, errors="coerce")
+    share = float(parsed.notna().mean())
+    if share >= NUMERIC_SHARE:
+        inf.numeric.append(c)
+        inf.ranges[c] = (float(parsed.min()), float(parsed.max()))
+        bad = nonnull[parsed.isna()]
+        inf.warnings.append(
+            f"{source}, column {c!r}: numeric in {parsed.notna().sum()} of {len(nonnull)} "
+            f"rows, not a number in {_row_list(bad.index, bad.tolist())}; the campaign "
+            "quarantines those rows when it validates the pool"
+        )
+    elif nonnull.astype(str).nunique() <= MAX_CATEGORIES:
+        inf.categorical.append(c)
+        inf.categories[c] = sorted({str(v) for v in nonnull}, key=_natural)
+        if share > 0:
+            nums = nonnull[parsed.notna()]
+            inf.warnings.append(
+                f"{source}, column {c!r}: mixed types, numbers in "
+                f"{_row_list(nums.index, nums.tolist())}; kept as a category"
+            )
+    else:
+        inf.ignored[c] = f"{nonnull.astype(str).nunique()} distinct strings: not a feature"
 
 
 def _unique_key(df: pd.DataFrame, label: str | None) -> str | None:
