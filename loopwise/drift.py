@@ -28,7 +28,7 @@ import pandas as pd
 from scipy.stats import ks_2samp
 from sklearn.utils import check_random_state
 
-from loopwise._validation import json_safe
+from loopwise.jsonsafe import json_safe
 
 __all__ = ["DriftReport", "drift_report", "psi"]
 
@@ -63,7 +63,7 @@ def psi(
     float
         >= 0; 0 when both histograms match.
     """
-    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
+    if not _is_int_at_least(bins, 2):
         raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
     if not (isinstance(eps, numbers.Real) and 0 < eps < 1):
         raise ValueError(f"eps must be a number in (0, 1), got {eps!r}")
@@ -178,20 +178,7 @@ def drift_report(
         has no features, ``max_psi`` None, ``drifted`` False, and says why in
         ``skipped``: a drift check never stops a cycle for want of data.
     """
-    if not (isinstance(psi_threshold, numbers.Real) and psi_threshold > 0):
-        raise ValueError(f"psi_threshold must be a number > 0, got {psi_threshold!r}")
-    if not (isinstance(ks_alpha, numbers.Real) and 0 < ks_alpha < 1):
-        raise ValueError(f"ks_alpha must be a number in (0, 1), got {ks_alpha!r}")
-    if isinstance(max_rows, bool) or not isinstance(max_rows, numbers.Integral) or max_rows < 1:
-        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
-    if isinstance(bins, bool) or not isinstance(bins, numbers.Integral) or bins < 2:
-        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
-    if (
-        isinstance(min_rows_per_bin, bool)
-        or not isinstance(min_rows_per_bin, numbers.Integral)
-        or min_rows_per_bin < 1
-    ):
-        raise ValueError(f"min_rows_per_bin must be a positive integer, got {min_rows_per_bin!r}")
+    _check_params(psi_threshold, ks_alpha, max_rows, bins, min_rows_per_bin)
     ref, cur, skipped = _align(reference, current, feature_names)
     rng = check_random_state(random_state)
     ref, cur = _subsample(ref, max_rows, rng), _subsample(cur, max_rows, rng)
@@ -204,31 +191,7 @@ def drift_report(
             continue
         e, a = _finite(ref[name]), _finite(cur[name])
         n_bins = max(2, min(int(bins), e.size // int(min_rows_per_bin)))
-        value = _psi(e, a, n_bins, _EPS)
-        with warnings.catch_warnings():
-            # ties (a binary feature) defeat the exact small-sample p-value; scipy falls back
-            # to the asymptotic one, which is what we want
-            warnings.filterwarnings(
-                "ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning
-            )
-            ks = ks_2samp(e, a)
-        if value > psi_threshold:
-            flagged_by = "psi"
-        elif ks.pvalue < ks_alpha and value > psi_threshold / 2:
-            flagged_by = "ks+psi"
-        else:
-            flagged_by = None
-        features.append(
-            {
-                "name": str(name),
-                "psi": value,
-                "ks_statistic": float(ks.statistic),
-                "ks_pvalue": float(ks.pvalue),
-                "drifted": flagged_by is not None,
-                "flagged_by": flagged_by,
-                "bins": n_bins,
-            }
-        )
+        features.append({"name": str(name), **_compare(e, a, n_bins, psi_threshold, ks_alpha)})
     drifted_features = [f["name"] for f in features if f["drifted"]]
     return DriftReport(
         features=features,
@@ -246,6 +209,55 @@ def drift_report(
             "max_rows": int(max_rows),
         },
     )
+
+
+def _check_params(
+    psi_threshold: Any, ks_alpha: Any, max_rows: Any, bins: Any, min_rows_per_bin: Any
+) -> None:
+    """Raise ValueError naming the first parameter of :func:`drift_report` out of range."""
+    if not (isinstance(psi_threshold, numbers.Real) and psi_threshold > 0):
+        raise ValueError(f"psi_threshold must be a number > 0, got {psi_threshold!r}")
+    if not (isinstance(ks_alpha, numbers.Real) and 0 < ks_alpha < 1):
+        raise ValueError(f"ks_alpha must be a number in (0, 1), got {ks_alpha!r}")
+    if not _is_int_at_least(max_rows, 1):
+        raise ValueError(f"max_rows must be a positive integer, got {max_rows!r}")
+    if not _is_int_at_least(bins, 2):
+        raise ValueError(f"bins must be an integer >= 2, got {bins!r}")
+    if not _is_int_at_least(min_rows_per_bin, 1):
+        raise ValueError(f"min_rows_per_bin must be a positive integer, got {min_rows_per_bin!r}")
+
+
+def _is_int_at_least(value: Any, low: int) -> bool:
+    """Whether ``value`` is an integer (not a bool) >= ``low``."""
+    return not isinstance(value, bool) and isinstance(value, numbers.Integral) and value >= low
+
+
+def _compare(
+    e: np.ndarray, a: np.ndarray, n_bins: int, psi_threshold: float, ks_alpha: float
+) -> dict[str, Any]:
+    """PSI and KS test of one feature's finite values, and whether (and why) it drifted."""
+    value = _psi(e, a, n_bins, _EPS)
+    with warnings.catch_warnings():
+        # ties (a binary feature) defeat the exact small-sample p-value; scipy falls back
+        # to the asymptotic one, which is what we want
+        warnings.filterwarnings(
+            "ignore", "ks_2samp: Exact calculation unsuccessful", RuntimeWarning
+        )
+        ks = ks_2samp(e, a)
+    if value > psi_threshold:
+        flagged_by = "psi"
+    elif ks.pvalue < ks_alpha and value > psi_threshold / 2:
+        flagged_by = "ks+psi"
+    else:
+        flagged_by = None
+    return {
+        "psi": value,
+        "ks_statistic": float(ks.statistic),
+        "ks_pvalue": float(ks.pvalue),
+        "drifted": flagged_by is not None,
+        "flagged_by": flagged_by,
+        "bins": n_bins,
+    }
 
 
 def _align(
