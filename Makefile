@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: help install chromium test test-fast lint demo demo-sim demo-clean down bench bench-quick clean labelstudio-start labelstudio-stop
+.PHONY: help install chromium test test-fast lint demo demo-sim demo-clean down bench bench-quick clean labelstudio-start labelstudio-stop prefect-start prefect-stop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -51,6 +51,12 @@ labelstudio-start: install  ## start a local Label Studio on 127.0.0.1:8080; URL
 labelstudio-stop: install  ## stop it (by process id)
 	$(RUN) python -m devstack.labelstudio_server stop
 
+prefect-start: install  ## the local Prefect server on 127.0.0.1:4200 (or LOOPWISE_PREFECT_PORT) that loopwise run and make demo reuse
+	$(RUN) python -m devstack.prefect_server start
+
+prefect-stop: install  ## stop it (by process id)
+	$(RUN) python -m devstack.prefect_server stop
+
 lint: install  ## ruff
 	$(RUN) ruff check .
 	$(RUN) ruff format --check .
@@ -61,7 +67,7 @@ demo: install  ## the real loop: Label Studio, Prefect server + worker, MLflow, 
 demo-sim: install  ## simulated campaign on a real dataset (no servers): default strategy vs random
 	$(RUN) python -m loopwise.demo --out demo-output
 
-down:  ## stop every server the demo started (by process id)
+down:  ## stop every server the demo or loopwise run started, the Prefect server included (by process id)
 	-$(RUN) python -m devstack.servers stop
 	-$(RUN) python -m devstack.labelstudio_server stop
 

@@ -33,7 +33,6 @@ import logging
 import os
 import secrets
 import shutil
-import signal
 import socket
 import sqlite3
 import subprocess
@@ -46,12 +45,16 @@ from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
+from devstack import processes
+
 __all__ = [
     "DEFAULT_WORK_DIR",
     "LABEL_STUDIO_VERSION",
     "USERNAME",
     "LabelStudioError",
     "ServerInfo",
+    "attach",
+    "ensure",
     "install",
     "migrate_template",
     "start",
@@ -80,9 +83,6 @@ _CREDENTIALS_FILE = ".loopwise-credentials.json"  # token + password, 0600, per 
 _PID_FILE = ".loopwise-server.json"  # which process serves this data dir
 _MIGRATED_MARKER = ".loopwise-migrated.json"
 _DB_FILE = "label_studio.sqlite3"
-
-# Popen objects of servers started by this process, so that stop() can reap them.
-_CHILDREN: dict[int, subprocess.Popen] = {}
 
 
 class LabelStudioError(RuntimeError):
@@ -395,85 +395,22 @@ def migrate_template(work_dir: Path | str | None = None) -> Path:
 # --------------------------------------------------------------------------- processes
 
 
-def _proc_alive(pid: int) -> bool:
-    """True while ``pid`` exists and is not a zombie (reaps it if it is our child)."""
-    if pid <= 0:
-        return False
-    child = _CHILDREN.get(pid)
-    if child is not None:
-        return child.poll() is None
-    with contextlib.suppress(ChildProcessError, OSError):
-        done, _ = os.waitpid(pid, os.WNOHANG)
-        if done == pid:
-            return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc: trust kill(0)
-    return stat.rsplit(")", 1)[-1].split()[0] != "Z"
-
-
 def _is_label_studio(pid: int) -> bool:
     """``pid`` is alive and is a label-studio server (guards against pid reuse)."""
-    if not _proc_alive(pid):
+    if not processes.alive(pid):
         return False
-    try:
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except OSError:
+    cmdline = processes.command_line(pid)
+    if cmdline is None:
         return True  # no /proc: cannot tell, assume it is
     return b"label-studio" in cmdline or b"label_studio" in cmdline
 
 
-def _group_alive(pgid: int) -> bool:
-    if _proc_alive(pgid):
-        return True
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    # Only zombies or orphans left in the group; orphans count as alive.
-    proc = Path("/proc")
-    if not proc.exists():
-        return True
-    for entry in proc.iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            fields = (entry / "stat").read_text().rsplit(")", 1)[-1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid and fields[0] != "Z":
-            return True
-    return False
-
-
 def _terminate_group(pid: int, timeout: float = STOP_TIMEOUT_S) -> None:
     """SIGTERM the process group of ``pid`` (its own session), SIGKILL after ``timeout``."""
-    for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            pass
-        except PermissionError as exc:
-            raise LabelStudioError(f"not allowed to signal process group {pid}") from exc
-        deadline = time.monotonic() + wait
-        while time.monotonic() < deadline:
-            if not _group_alive(pid):
-                break
-            time.sleep(0.1)
-        if not _group_alive(pid):
-            break
-        log.warning("label-studio (pid %d) ignored %s", pid, sig.name)
-    child = _CHILDREN.pop(pid, None)
-    if child is not None:
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            child.wait(timeout=1)
+    try:
+        processes.terminate_group(pid, timeout, name="label-studio")
+    except PermissionError as exc:
+        raise LabelStudioError(f"not allowed to signal process group {pid}") from exc
 
 
 def _free_port() -> int:
@@ -683,26 +620,42 @@ def start(
         )
     token, password = _credentials(data_path)
     env = _server_env(lay, data_path, token=token, password=password, extra=extra_env)
-    log_path = data_path / "label-studio.log"
+    info = _launch_on_a_port(exe, env, data_path, port, token, password, timeout)
+    info = ServerInfo(**{**asdict(info), "state_file": state_path})
+    _record(info, state_path, env_file)
+    log.info(
+        "label-studio ready at %s (pid %d) in %.1f s", info.url, info.pid, info.startup_seconds
+    )
+    return info
 
-    attempts = 3 if port is None else 1
+
+def _launch_on_a_port(
+    exe: Path,
+    env: dict[str, str],
+    data_path: Path,
+    port: int | None,
+    token: str,
+    password: str,
+    timeout: float,
+) -> ServerInfo:
+    """Launch on ``port``, or on a free port (three tries: another process may take it first)."""
+    log_path = data_path / "label-studio.log"
     last_error: LabelStudioError | None = None
-    for _ in range(attempts):
+    for _ in range(3 if port is None else 1):
         chosen = _free_port() if port is None else int(port)
         if _port_in_use(chosen):
             last_error = LabelStudioError(f"port {chosen} on {HOST} is already in use")
             continue
         try:
-            info = _launch(exe, env, data_path, chosen, log_path, token, password, timeout)
+            return _launch(exe, env, data_path, chosen, log_path, token, password, timeout)
         except _PortMoved as exc:  # lost a race for an auto-picked port: try another
             last_error = LabelStudioError(str(exc))
-            continue
-        break
-    else:
-        assert last_error is not None
-        raise last_error
+    assert last_error is not None
+    raise last_error
 
-    info = ServerInfo(**{**asdict(info), "state_file": state_path})
+
+def _record(info: ServerInfo, state_path: Path, env_file: Path | str | None) -> None:
+    """The state file (for other processes), the data folder's pid file, the env file."""
     state = {
         "pid": info.pid,
         "port": info.port,
@@ -714,13 +667,61 @@ def start(
         "env_file": str(Path(env_file).resolve()) if env_file else None,
     }
     _write_private(state_path, json.dumps(state, indent=2))
-    _write_private(data_path / _PID_FILE, json.dumps(state, indent=2))
+    _write_private(info.data_dir / _PID_FILE, json.dumps(state, indent=2))
     if env_file:
         _write_env_file(Path(env_file), info)
-    log.info(
-        "label-studio ready at %s (pid %d) in %.1f s", info.url, info.pid, info.startup_seconds
+
+
+def attach(
+    work_dir: Path | str | None = None, *, state_file: Path | str | None = None
+) -> ServerInfo | None:
+    """The server recorded in the state file if it answers ``/health``, else None.
+
+    Its token and password come from its data folder (the 0600 file ``start`` wrote).
+    """
+    state_path = Path(state_file).resolve() if state_file else _layout(work_dir).state_file
+    state = _running_from(state_path)
+    if not state or _http_status(f"{state['url']}/health") != 200:
+        return None
+    creds = _read_json(Path(state["data_dir"]) / _CREDENTIALS_FILE)
+    if not creds:
+        return None
+    return ServerInfo(
+        url=state["url"],
+        port=int(state["port"]),
+        pid=int(state["pid"]),
+        token=creds["token"],
+        username=state.get("username") or USERNAME,
+        data_dir=Path(state["data_dir"]),
+        log_path=Path(state["log_path"]),
+        password=creds["password"],
+        state_file=state_path,
     )
-    return info
+
+
+def ensure(
+    work_dir: Path | str | None = None,
+    port: int | None = None,
+    *,
+    data_dir: Path | str | None = None,
+    state_file: Path | str | None = None,
+    env_file: Path | str | None = None,
+    timeout: float = START_TIMEOUT_S,
+) -> ServerInfo:
+    """The healthy server the state file records (whatever its data folder), else a new one.
+
+    A recorded server that does not answer is stopped first. Arguments as :func:`start`;
+    ``env_file`` is written for a reused server too.
+    """
+    info = attach(work_dir, state_file=state_file)
+    if info is not None:
+        if env_file and not Path(env_file).exists():
+            _write_env_file(Path(env_file), info)
+        return info
+    stop(Path(state_file) if state_file else work_dir)
+    return start(
+        work_dir, port, data_dir=data_dir, state_file=state_file, env_file=env_file, timeout=timeout
+    )
 
 
 class _PortMoved(Exception):
@@ -752,23 +753,10 @@ def _launch(
             start_new_session=True,  # its own process group: stop() kills exactly it
             close_fds=True,
         )
-    _CHILDREN[proc.pid] = proc
+    processes.track(proc)
     url = f"http://{HOST}:{port}"
     try:
-        deadline = t0 + timeout
-        while True:
-            if proc.poll() is not None:
-                raise LabelStudioError(
-                    f"label-studio exited with code {proc.returncode} before it was ready:\n"
-                    f"{_tail(log_path)}"
-                )
-            if _http_status(f"{url}/health", timeout=2.0) == 200:
-                break
-            if time.monotonic() > deadline:
-                raise LabelStudioError(
-                    f"label-studio not healthy after {timeout:.0f} s on {url}:\n{_tail(log_path)}"
-                )
-            time.sleep(0.25)
+        _wait_healthy(proc, url, log_path, t0, timeout)
         startup = time.monotonic() - t0
         try:
             _check_listener(proc.pid, port, log_path)
@@ -798,6 +786,26 @@ def _launch(
     )
 
 
+def _wait_healthy(
+    proc: subprocess.Popen, url: str, log_path: Path, t0: float, timeout: float
+) -> None:
+    """Until ``/health`` answers 200; fail with the log if the server exits or the time is up."""
+    deadline = t0 + timeout
+    while True:
+        if proc.poll() is not None:
+            raise LabelStudioError(
+                f"label-studio exited with code {proc.returncode} before it was ready:\n"
+                f"{_tail(log_path)}"
+            )
+        if _http_status(f"{url}/health", timeout=2.0) == 200:
+            return
+        if time.monotonic() > deadline:
+            raise LabelStudioError(
+                f"label-studio not healthy after {timeout:.0f} s on {url}:\n{_tail(log_path)}"
+            )
+        time.sleep(0.25)
+
+
 def stop(target: ServerInfo | Path | str | None = None, *, timeout: float = STOP_TIMEOUT_S) -> bool:
     """Stop a server by process id; idempotent. Returns True if something was running.
 
@@ -825,8 +833,6 @@ def stop(target: ServerInfo | Path | str | None = None, *, timeout: float = STOP
     if was_running:
         log.info("stopping label-studio pid %d", pid)
         _terminate_group(pid, timeout=timeout)
-    else:
-        _CHILDREN.pop(pid, None)
     if state_path is not None:
         state_path.unlink(missing_ok=True)
     if state.get("env_file"):
@@ -861,7 +867,7 @@ def status(work_dir: Path | str | None = None, *, state_file: Path | str | None 
 # --------------------------------------------------------------------------- CLI
 
 
-def main(argv: list[str] | None = None) -> int:
+def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m devstack.labelstudio_server",
         description="Install, start, stop a local Label Studio (127.0.0.1 only).",
@@ -882,7 +888,48 @@ def main(argv: list[str] | None = None) -> int:
     p_start.add_argument("--show-token", action="store_true", help="print the API token")
     sub.add_parser("stop", help="stop the server recorded in the state file")
     sub.add_parser("status", help="exit 0 if running, 3 if not")
-    args = parser.parse_args(argv)
+    return parser
+
+
+def _cli_install(lay: _Layout) -> int:
+    t0 = time.monotonic()
+    exe = install(lay.work_dir)
+    t1 = time.monotonic()
+    template = migrate_template(lay.work_dir)
+    t2 = time.monotonic()
+    print(f"label-studio {LABEL_STUDIO_VERSION}: {exe} ({t1 - t0:.1f} s)")
+    print(f"template: {template} ({t2 - t1:.1f} s)")
+    return 0
+
+
+def _cli_start(lay: _Layout, args: argparse.Namespace) -> int:
+    env_file = args.env_file or lay.env_file
+    info = start(
+        lay.work_dir, args.port, data_dir=args.data_dir, env_file=env_file, timeout=args.timeout
+    )
+    print(f"url: {info.url}")
+    print(f"pid: {info.pid}")
+    print(f"username: {info.username}")
+    print(f"data_dir: {info.data_dir}")
+    print(f"log: {info.log_path}")
+    print(f"env file (0600): {env_file}")
+    print(f"ready in: {info.startup_seconds:.1f} s")
+    if args.show_token:
+        print(f"token: {info.token}")
+    return 0
+
+
+def _cli_status(lay: _Layout) -> int:
+    st = status(lay.work_dir)
+    if st["running"]:
+        print(f"running: {st['url']} (pid {st['pid']}, healthy={st['healthy']})")
+        return 0
+    print("not running")
+    return 3
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(asctime)s %(name)s %(message)s",
@@ -890,45 +937,16 @@ def main(argv: list[str] | None = None) -> int:
     lay = _layout(args.work_dir)
     try:
         if args.command == "install":
-            t0 = time.monotonic()
-            exe = install(lay.work_dir)
-            t1 = time.monotonic()
-            template = migrate_template(lay.work_dir)
-            t2 = time.monotonic()
-            print(f"label-studio {LABEL_STUDIO_VERSION}: {exe} ({t1 - t0:.1f} s)")
-            print(f"template: {template} ({t2 - t1:.1f} s)")
-        elif args.command == "start":
-            env_file = args.env_file or lay.env_file
-            info = start(
-                lay.work_dir,
-                args.port,
-                data_dir=args.data_dir,
-                env_file=env_file,
-                timeout=args.timeout,
-            )
-            print(f"url: {info.url}")
-            print(f"pid: {info.pid}")
-            print(f"username: {info.username}")
-            print(f"data_dir: {info.data_dir}")
-            print(f"log: {info.log_path}")
-            print(f"env file (0600): {env_file}")
-            print(f"ready in: {info.startup_seconds:.1f} s")
-            if args.show_token:
-                print(f"token: {info.token}")
-        elif args.command == "stop":
-            was = stop(lay.work_dir)
-            print("stopped" if was else "not running")
-        elif args.command == "status":
-            st = status(lay.work_dir)
-            if st["running"]:
-                print(f"running: {st['url']} (pid {st['pid']}, healthy={st['healthy']})")
-                return 0
-            print("not running")
-            return 3
+            return _cli_install(lay)
+        if args.command == "start":
+            return _cli_start(lay, args)
+        if args.command == "stop":
+            print("stopped" if stop(lay.work_dir) else "not running")
+            return 0
+        return _cli_status(lay)
     except LabelStudioError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    return 0
 
 
 if __name__ == "__main__":

@@ -1,8 +1,11 @@
-"""The local stack of the demo: a Prefect server, a process worker and the MLflow UI.
+"""Background servers of the dev stack (Prefect server, MLflow, a Prefect worker), by pid file.
 
-Each is a child process bound to 127.0.0.1, with its log and a pid file under
-``.loopwise/run/``; ``stop_all`` stops them by process id. Label Studio has its
-own module (:mod:`devstack.labelstudio_server`).
+Each is a child process bound to 127.0.0.1 in its own session, with its log and a pid
+file (``<name>.json``) in a run folder: ``.loopwise/run/`` for the servers the demo and
+``loopwise run`` share, a temporary folder for the browser test's private ones.
+``stop``/``stop_all`` stop them by process id (their whole process group). Label Studio
+has its own module (:mod:`devstack.labelstudio_server`), the Prefect server its entry
+point (:mod:`devstack.prefect_server`).
 
     python -m devstack.servers status
     python -m devstack.servers stop
@@ -13,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -22,40 +24,53 @@ import urllib.request
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-__all__ = ["RUN_DIR", "ensure_running", "running", "stop", "stop_all", "wait_http"]
+from devstack import processes
+
+__all__ = [
+    "BIN",
+    "REPO",
+    "RUN_DIR",
+    "ensure_running",
+    "logs",
+    "running",
+    "stop",
+    "stop_all",
+    "wait_healthy",
+    "wait_http",
+]
 
 REPO = Path(__file__).resolve().parents[1]
 RUN_DIR = REPO / ".loopwise" / "run"
 BIN = Path(sys.executable).parent
 
 
-def _pid_file(name: str) -> Path:
-    return RUN_DIR / f"{name}.json"
+def _pid_file(name: str, run_dir: Path) -> Path:
+    return Path(run_dir) / f"{name}.json"
 
 
-def running(name: str) -> dict | None:
-    """The recorded process of ``name`` if it is still alive."""
-    path = _pid_file(name)
-    if not path.exists():
-        return None
-    info = json.loads(path.read_text())
+def running(name: str, run_dir: Path = RUN_DIR) -> dict | None:
+    """The recorded process of ``name`` if it is still alive (and still that program)."""
+    path = _pid_file(name, run_dir)
     try:
-        os.kill(int(info["pid"]), 0)
-    except (ProcessLookupError, PermissionError):
+        info = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    pid = int(info["pid"])
+    cmdline = processes.command_line(pid) if processes.alive(pid) else b""
+    # A pid file that outlived a reboot may name an unrelated process: check its program.
+    if cmdline is not None and os.fsencode(info["argv"][0]) not in cmdline:
         path.unlink(missing_ok=True)
         return None
     return info
 
 
-def wait_http(
-    url: str, timeout: float, proc: subprocess.Popen | None = None, log: Path | None = None
-) -> None:
-    """Wait until ``url`` answers (any HTTP status below 500)."""
+def wait_http(url: str, timeout: float, pid: int | None = None, log: Path | None = None) -> None:
+    """Wait until ``url`` answers (any HTTP status below 500); fail early if ``pid`` exits."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            tail = log.read_text()[-2000:] if log and log.exists() else ""
-            raise RuntimeError(f"{proc.args[0]} exited with {proc.returncode}:\n{tail}")
+        if pid is not None and not processes.alive(pid):
+            tail = log.read_text(errors="replace")[-2000:] if log and log.exists() else ""
+            raise RuntimeError(f"process {pid} exited before {url} answered:\n{tail}")
         try:
             with urllib.request.urlopen(url, timeout=2) as r:
                 if r.status < 500:
@@ -69,6 +84,17 @@ def wait_http(
     raise TimeoutError(f"{url} did not answer within {timeout:.0f} s")
 
 
+def wait_healthy(info: Mapping, timeout: float) -> None:
+    """Wait for the health URL recorded by :func:`ensure_running`; stop the process if it fails."""
+    if not info.get("health_url"):
+        return
+    try:
+        wait_http(info["health_url"], timeout, int(info["pid"]), Path(info["log"]))
+    except BaseException:
+        stop(info["name"], run_dir=Path(info["run_dir"]))
+        raise
+
+
 def ensure_running(
     name: str,
     argv: Sequence[str],
@@ -77,13 +103,31 @@ def ensure_running(
     env: Mapping[str, str] | None = None,
     timeout: float = 120.0,
     url: str | None = None,
+    run_dir: Path = RUN_DIR,
+    wait: bool = True,
 ) -> dict:
-    """Start ``argv`` in the background unless ``name`` already runs; wait for its health URL."""
-    info = running(name)
-    if info is not None:
-        return info
-    RUN_DIR.mkdir(parents=True, exist_ok=True)
-    log = RUN_DIR / f"{name}.log"
+    """Start ``argv`` in the background unless ``name`` already runs; wait for its health URL.
+
+    With ``wait=False`` it returns at once; :func:`wait_healthy` waits later.
+    """
+    info = running(name, run_dir)
+    if info is None:
+        info = _spawn(name, argv, health_url, env, url, Path(run_dir))
+    if wait:
+        wait_healthy(info, timeout)
+    return info
+
+
+def _spawn(
+    name: str,
+    argv: Sequence[str],
+    health_url: str | None,
+    env: Mapping[str, str] | None,
+    url: str | None,
+    run_dir: Path,
+) -> dict:
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = run_dir / f"{name}.log"
     with open(log, "ab") as out:
         proc = subprocess.Popen(
             list(argv),
@@ -92,55 +136,49 @@ def ensure_running(
             stdin=subprocess.DEVNULL,
             cwd=REPO,
             env={**os.environ, **(env or {})},
-            start_new_session=True,
+            start_new_session=True,  # its own process group: stopped exactly, by pid
         )
-    info = {"name": name, "pid": proc.pid, "url": url, "log": str(log), "argv": list(argv)}
-    _pid_file(name).write_text(json.dumps(info))
-    if health_url:
-        try:
-            wait_http(health_url, timeout, proc, log)
-        except BaseException:
-            stop(name)
-            raise
+    processes.track(proc)
+    info = {
+        "name": name,
+        "pid": proc.pid,
+        "url": url,
+        "health_url": health_url,
+        "log": str(log),
+        "run_dir": str(run_dir),
+        "argv": list(argv),
+    }
+    _pid_file(name, run_dir).write_text(json.dumps(info))
     return info
 
 
-def stop(name: str, timeout: float = 15.0) -> bool:
+def stop(name: str, timeout: float = 15.0, run_dir: Path = RUN_DIR) -> bool:
     """Stop ``name`` (its whole process group) by the recorded pid; True if it was running."""
-    info = running(name)
+    info = running(name, run_dir)
     if info is None:
         return False
-    pid = int(info["pid"])
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(pid, sig)
-        except ProcessLookupError:
-            break
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                os.kill(pid, 0)
-            except ProcessLookupError:
-                break
-            try:  # reap it if it is our child
-                os.waitpid(pid, os.WNOHANG)
-            except ChildProcessError:
-                pass
-            time.sleep(0.2)
-        else:
-            continue
-        break
-    _pid_file(name).unlink(missing_ok=True)
+    processes.terminate_group(int(info["pid"]), timeout, name=name)
+    _pid_file(name, run_dir).unlink(missing_ok=True)
     return True
 
 
-def stop_all() -> list[str]:
-    """Stop every process recorded under ``.loopwise/run/``; the names stopped."""
-    if not RUN_DIR.exists():
+def stop_all(run_dir: Path = RUN_DIR) -> list[str]:
+    """Stop every process recorded in ``run_dir``; the names stopped."""
+    run_dir = Path(run_dir)
+    if not run_dir.exists():
         return []
     # The worker first: it must not start runs against a stopping server.
-    names = sorted((p.stem for p in RUN_DIR.glob("*.json")), key=lambda n: n != "prefect-worker")
-    return [n for n in names if stop(n)]
+    names = sorted((p.stem for p in run_dir.glob("*.json")), key=lambda n: n != "prefect-worker")
+    return [n for n in names if stop(n, run_dir=run_dir)]
+
+
+def logs(run_dir: Path = RUN_DIR, n: int = 3000) -> str:
+    """The end of each log in ``run_dir`` (for an error message)."""
+    parts = []
+    for log in sorted(Path(run_dir).glob("*.log")):
+        text = log.read_text(errors="replace")[-n:] if log.exists() else ""
+        parts.append(f"--- {log.stem} ({log})\n{text}")
+    return "\n".join(parts)
 
 
 def main(argv: list[str] | None = None) -> int:

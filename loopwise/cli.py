@@ -1,24 +1,29 @@
-"""The ``loopwise`` command line."""
+"""The pure library's commands: ``strategies`` and ``simulate`` (no server, no orchestration).
+
+The ``loopwise`` command (:mod:`flows.cli`) adds them beside the commands that need
+Label Studio and Prefect; ``python -m loopwise.cli`` and ``python -m loopwise.demo`` run
+them alone.
+"""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import numpy as np
 import typer
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from loopwise.simulate import SimulationResult
 
 app = typer.Typer(
     help="Loopwise: active learning that spends labels where they buy the most accuracy.",
     no_args_is_help=True,
     add_completion=False,
 )
-
-
-@app.callback()
-def main() -> None:
-    """Loopwise command line."""
 
 
 @app.command()
@@ -82,19 +87,7 @@ def simulate(
         n_jobs=jobs,
         progress=progress,
     )
-    curves = result.mean_curves()
-    wide = curves.pivot(index="n_labels", columns="arm", values="mean")[result.arms]
-    marks = np.unique(np.r_[wide.index[:: max(1, len(wide) // 12)], wide.index[-1]])
-    full = float(np.mean(list(result.full_pool_accuracy.values())))
-    typer.echo(
-        f"\nLearning curve (mean test accuracy over {seeds} seeds; whole labeled pool: {full:.3f})"
-    )
-    typer.echo(wide.loc[marks].round(3).to_string())
-    summary = result.summary()
-    typer.echo(
-        "\nSummary (AULC = mean accuracy over the curve; labels_to_X = labels to reach X% of the whole-pool accuracy)"
-    )
-    typer.echo(summary.round(4).to_string(index=False))
+    curves, summary, full = _print_results(result, seeds)
     out.mkdir(parents=True, exist_ok=True)
     png = plot_learning_curves(
         curves,
@@ -119,72 +112,24 @@ def simulate(
     )
 
 
-annotators_app = typer.Typer(
-    help="Simulated annotators for demos, tests and benchmarks.", no_args_is_help=True
-)
-app.add_typer(annotators_app, name="annotators")
-
-
-@annotators_app.command("simulate")
-def annotators_simulate(
-    project_id: Annotated[int, typer.Option("--project-id", help="Label Studio project id")],
-    profiles: Annotated[
-        Path,
-        typer.Option(
-            help="YAML/JSON file: annotators with accuracy, confusion, latency, skip_rate"
-        ),
-    ],
-    truth: Annotated[Path, typer.Option(help="CSV with columns item_id,label (the ground truth)")],
-    url: Annotated[
-        str, typer.Option(envvar="LABEL_STUDIO_URL", help="Label Studio URL")
-    ] = "http://127.0.0.1:8080",
-    token_env: Annotated[
-        str, typer.Option(help="environment variable that holds the API token")
-    ] = "LABEL_STUDIO_API_KEY",
-    data_kind: Annotated[str, typer.Option(help="text, tabular or image")] = "text",
-    seed: Annotated[int, typer.Option(help="seeds the annotators' answers")] = 0,
-) -> None:
-    """Annotate a project's open tasks through the API as several simulated users."""
-    import importlib
-    import os
-
-    import pandas as pd
-
-    from loopwise.labelstudio import labels_of_config
-
-    token = os.environ.get(token_env)
-    if not token:
-        raise typer.BadParameter(
-            f"environment variable {token_env} is not set (it holds the API token)"
-        )
-    sim = importlib.import_module(
-        "devstack.annotators"
-    )  # the I/O side lives outside the pure library
-    try:
-        specs = sim.load_profiles(profiles)
-    except ValueError as err:
-        raise typer.BadParameter(str(err)) from err
-    table = pd.read_csv(truth, dtype=str)
-    missing = {"item_id", "label"} - set(table.columns)
-    if missing:
-        raise typer.BadParameter(
-            f"{truth}: missing column(s) {sorted(missing)}; found {list(table.columns)}"
-        )
-    client = importlib.import_module("tasks.labelstudio").connect(url, token)
-    labels = labels_of_config(client.projects.get(id=project_id).label_config)
-    out = sim.simulate_annotators(
-        url,
-        token,
-        project_id,
-        dict(zip(table["item_id"], table["label"], strict=True)),
-        specs,
-        labels=labels,
-        data_kind=data_kind,
-        random_state=seed,
-    )
+def _print_results(
+    result: SimulationResult, seeds: int
+) -> tuple[pd.DataFrame, pd.DataFrame, float]:
+    """Print the mean curves and the summary; return them and the whole-pool accuracy."""
+    curves = result.mean_curves()
+    wide = curves.pivot(index="n_labels", columns="arm", values="mean")[result.arms]
+    marks = np.unique(np.r_[wide.index[:: max(1, len(wide) // 12)], wide.index[-1]])
+    full = float(np.mean(list(result.full_pool_accuracy.values())))
     typer.echo(
-        f"posted {out['posted']} annotations ({out['skipped']} skips): {out['per_annotator']}"
+        f"\nLearning curve (mean test accuracy over {seeds} seeds; whole labeled pool: {full:.3f})"
     )
+    typer.echo(wide.loc[marks].round(3).to_string())
+    summary = result.summary()
+    typer.echo(
+        "\nSummary (AULC = mean accuracy over the curve; labels_to_X = labels to reach X% of the whole-pool accuracy)"
+    )
+    typer.echo(summary.round(4).to_string(index=False))
+    return curves, summary, full
 
 
 if __name__ == "__main__":

@@ -1,10 +1,13 @@
-"""A private copy of the demo stack for the browser test, and a short real campaign on it.
+"""The browser test's campaign: the dev stack on private ports and folders, and a short
+real campaign on it.
 
-Like ``devstack.demo.start_stack`` and ``run_demo``, but every server listens on a free
-port of 127.0.0.1 and keeps its data in a temporary folder: the user's own demo
-servers (4200, 5000, 8080) and their pid files under ``.loopwise/run/`` are never
-touched. Every process started here is stopped by its process id (its whole process
-group) when the context manager exits, whatever happened.
+The servers are :mod:`devstack.stack`'s, as ``make demo`` runs them, but on free ports of
+127.0.0.1 with every pid file, log and database under a temporary folder: the user's own
+servers (4200, 5000, 8080) and their pid files under ``.loopwise/run/`` are never touched,
+and every process is stopped by its process id when the context manager exits, whatever
+happened. What is the test's own: the campaign (scikit-learn's digits, written by
+``loopwise init`` and registered by ``loopwise deploy``), its polling with patience for a
+busy server (:func:`api_json`), and the failures it watches for.
 
     python -m tests.browser.stack /tmp/somewhere   # start it, run the campaign, keep it up
 """
@@ -13,130 +16,24 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
-import signal
-import socket
-import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 import yaml
 
-from devstack import labelstudio_server as lss
-from devstack import servers
+from devstack.stack import Folders, Ports, Stack
+from devstack.stack import running_stack as running_dev_stack
 
 REPO = Path(__file__).resolve().parents[2]
-BIN = Path(sys.executable).parent
 CAMPAIGN = "digits-demo"  # `loopwise deploy` registers cycle/digits-demo
 
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def tail(path: Path, n: int = 4000) -> str:
-    try:
-        return path.read_text(errors="replace")[-n:]
-    except OSError:
-        return f"(no log at {path})"
-
-
-@dataclass
-class Proc:
-    name: str
-    popen: subprocess.Popen
-    log: Path
-
-    def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM the process group (its own session), SIGKILL what is left after ``timeout``."""
-        pgid = self.popen.pid
-        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pgid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.popen.wait(timeout=wait)
-            if self.popen.poll() is not None and not _group_alive(pgid):
-                return
-        # The leader is gone but children may linger in its group: one last SIGKILL.
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(pgid, signal.SIGKILL)
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except (ProcessLookupError, PermissionError):
-        return False
-    return True
-
-
-def wait_http(url: str, proc: Proc, timeout: float) -> None:
-    """Wait until ``url`` answers below 500; fail early with the log if the process died."""
-    servers.wait_http(url, timeout, proc.popen, proc.log)
-
-
-@dataclass
-class Stack:
-    """The running servers and the campaign of one browser-test session."""
-
-    tmp: Path
-    env: dict[str, str]
-    prefect_url: str
-    mlflow_url: str
-    labelstudio: lss.ServerInfo
-    campaign_file: Path
-    procs: list[Proc] = field(default_factory=list)
-    campaign: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def prefect_api(self) -> str:
-        return f"{self.prefect_url}/api"
-
-    def spawn(self, name: str, argv: list[str]) -> Proc:
-        log = self.tmp / f"{name}.log"
-        with open(log, "ab") as out:
-            popen = subprocess.Popen(
-                argv,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                cwd=REPO,
-                env={**os.environ, **self.env},
-                start_new_session=True,  # its own process group: stopped exactly, by pid
-            )
-        proc = Proc(name, popen, log)
-        self.procs.append(proc)
-        return proc
-
-    def prefect(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess:
-        done = subprocess.run(
-            [str(BIN / "prefect"), *args],
-            env={**os.environ, **self.env},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            stdin=subprocess.DEVNULL,
-        )
-        if done.returncode != 0:
-            raise RuntimeError(
-                f"prefect {' '.join(args)} failed ({done.returncode}):\n"
-                f"{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
-            )
-        return done
-
-    def logs(self) -> str:
-        parts = [f"--- {p.name} ({p.log})\n{tail(p.log, 3000)}" for p in self.procs]
-        return "\n".join(parts)
+__all__ = ["REPO", "Stack", "api_json", "run_campaign", "running_stack"]
 
 
 def campaign_yaml(tmp: Path, ls_url: str, mlflow_db: Path) -> Path:
@@ -196,108 +93,23 @@ def campaign_yaml(tmp: Path, ls_url: str, mlflow_db: Path) -> Path:
 
 
 @contextlib.contextmanager
-def running_stack(tmp: Path, ls_work_dir: Path | None = None) -> Iterator[Stack]:
-    """Label Studio, a Prefect server (with its UI), the MLflow server and a process worker.
+def running_stack(tmp: Path, ls_work_dir: Path | None = None) -> Iterator[tuple[Stack, Path]]:
+    """The dev stack on free ports with its data under ``tmp``, and the campaign file.
 
-    All on free ports of 127.0.0.1 with their data under ``tmp``; the campaign in ``tmp``
-    registered on this Prefect server by ``loopwise deploy`` (``cycle/digits-demo``).
-    Everything is stopped by process id on exit.
+    The campaign is registered on this Prefect server by ``loopwise deploy``
+    (``cycle/digits-demo``) and a process worker serves it. Everything is stopped by
+    process id on exit.
     """
     tmp.mkdir(parents=True, exist_ok=True)
-    prefect_port, mlflow_port = free_port(), free_port()
-    prefect_url = f"http://127.0.0.1:{prefect_port}"
-    mlflow_url = f"http://127.0.0.1:{mlflow_port}"
-    prefect_home = tmp / "prefect-home"
-    prefect_home.mkdir()
-    env = {
-        "PREFECT_HOME": str(prefect_home),  # its database and profile: never the user's
-        "PREFECT_API_URL": f"{prefect_url}/api",
-        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
-        "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS": "120",
-        "PREFECT_WORKER_QUERY_SECONDS": "2",
-        # The server's SQLite waits up to 60 s for a lock (its busy_timeout): the flow
-        # runs' client must wait longer than that before it calls the server gone.
-        "PREFECT_API_REQUEST_TIMEOUT": "120",
-        "DO_NOT_TRACK": "1",
-        "GX_ANALYTICS_ENABLED": "false",
-        "LOOPWISE_PROJECT_DIR": str(REPO),
-        "LOOPWISE_MLFLOW_UI": mlflow_url,
-        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
-    }
-    stack = Stack(
-        tmp=tmp,
-        env=env,
-        prefect_url=prefect_url,
-        mlflow_url=mlflow_url,
-        labelstudio=None,  # type: ignore[arg-type]  # set below
-        campaign_file=tmp / "campaign.yaml",
-    )
-    ls_info: lss.ServerInfo | None = None
-    try:
-        # The two slow starters first, in the background; Label Studio meanwhile.
-        prefect_server = stack.spawn(
-            "prefect-server",
-            [
-                str(BIN / "prefect"),
-                "server",
-                "start",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(prefect_port),
-            ],
-        )
-        mlflow_db = tmp / "mlflow.db"
-        mlflow_server = stack.spawn(
-            "mlflow-server",
-            [
-                str(BIN / "mlflow"),
-                "server",
-                "--host",
-                "127.0.0.1",
-                "--port",
-                str(mlflow_port),
-                "--backend-store-uri",
-                f"sqlite:///{mlflow_db}",
-                "--default-artifact-root",
-                (tmp / "mlartifacts").as_uri(),
-                "--workers",
-                "1",
-            ],
-        )
-        ls_info = lss.start(
-            ls_work_dir,
-            data_dir=tmp / "labelstudio" / "data",
-            state_file=tmp / "labelstudio" / "server.json",
-        )
-        stack.labelstudio = ls_info
-        env["LABEL_STUDIO_API_KEY"] = ls_info.token
-        stack.campaign_file = campaign_yaml(tmp, ls_info.url, mlflow_db)
-        wait_http(f"{stack.prefect_api}/health", prefect_server, timeout=240)
-        wait_http(f"{mlflow_url}/health", mlflow_server, timeout=240)
-        stack.prefect("work-pool", "create", "loopwise", "--type", "process")
-        deployed = subprocess.run(
-            [str(BIN / "loopwise"), "deploy", str(stack.campaign_file), "--pool", "loopwise"],
-            env={**os.environ, **env},
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=300,
-            stdin=subprocess.DEVNULL,
-        )
-        if deployed.returncode != 0:
-            raise RuntimeError(f"loopwise deploy failed:\n{deployed.stdout}\n{deployed.stderr}")
-        stack.spawn(
-            "prefect-worker",
-            [str(BIN / "prefect"), "worker", "start", "--pool", "loopwise", "--limit", "1"],
-        )
-        yield stack
-    finally:
-        # The worker first: it must not start runs against a stopping server.
-        for proc in sorted(stack.procs, key=lambda p: p.name != "prefect-worker"):
-            proc.stop()
-        if ls_info is not None:
-            lss.stop(ls_info)
+    folders = Folders.private(tmp, ls_work_dir)
+    # The worker asks for scheduled runs every 2 s (default 10): a short campaign.
+    quick = {"PREFECT_WORKER_QUERY_SECONDS": "2"}
+    with running_dev_stack(Ports.free(), folders, quick) as stack:
+        campaign = campaign_yaml(tmp, stack.labelstudio.url, folders.mlflow_db)
+        stack.ensure_work_pool("loopwise")
+        stack.run("loopwise", "deploy", str(campaign), "--pool", "loopwise")
+        stack.start_worker("loopwise")
+        yield stack, campaign
 
 
 # A server on a loaded 2-core machine (SQLite under the Prefect server, a flow run training
@@ -336,11 +148,6 @@ def api_json(
         delay = min(delay * 2, 15.0)
 
 
-def _failed_runs(stack: Stack) -> list[tuple[str, str]]:
-    """(name, state) of every flow run that failed or crashed on this Prefect server."""
-    return _runs_in(stack, ["FAILED", "CRASHED"])
-
-
 def _runs_in(stack: Stack, states: list[str]) -> list[tuple[str, str]]:
     """(name, state) of every flow run in one of ``states`` on this Prefect server."""
     body = {"flow_runs": {"state": {"type": {"any_": states}}}}
@@ -351,22 +158,18 @@ def _runs_in(stack: Stack, states: list[str]) -> list[tuple[str, str]]:
     return [(run["name"], run["state_name"]) for run in runs]
 
 
-def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
+def run_campaign(stack: Stack, campaign_file: Path, timeout: float = 600.0) -> dict[str, Any]:
     """Start the campaign and play the annotators until its state says stopped (as ``make demo``)."""
     from devstack.annotators import load_profiles
-    from devstack.demo import annotate_campaign, campaign_project_id, ground_truth
+    from devstack.campaign import campaign_project_id, play
     from loopwise.config import load_campaign
-    from tasks.state import campaign_store, read_state
 
-    cfg = load_campaign(stack.campaign_file)
-    store = campaign_store(cfg.storage_root, cfg.name)
-    stack.prefect("deployment", "run", cfg.deployment, "--param", f"campaign={stack.campaign_file}")
-    truth = ground_truth(cfg)
+    cfg = load_campaign(campaign_file)
+    stack.prefect("deployment", "run", cfg.deployment, "--param", f"campaign={campaign_file}")
+    token = stack.labelstudio.token
     profiles = load_profiles(REPO / "configs" / "annotators.yaml")
-    project_id, seed = None, 0
     start = last_check = time.monotonic()
-    while True:
-        state = read_state(store)
+    for state in play(cfg, token, profiles):
         # Stopped, and the run that stopped it finished too (it writes the report last).
         if state.get("stopped") and not _runs_in(stack, ["RUNNING", "PENDING"]):
             break
@@ -378,27 +181,20 @@ def run_campaign(stack: Stack, timeout: float = 600.0) -> dict[str, Any]:
         # 2-core machine, is asked about failures every 10 s.
         if time.monotonic() - last_check > 10:
             last_check = time.monotonic()
-            failed = _failed_runs(stack)
+            failed = _runs_in(stack, ["FAILED", "CRASHED"])
             if failed:
                 raise RuntimeError(f"flow runs failed: {failed}\n{stack.logs()}")
-        if project_id is None:
-            project_id = campaign_project_id(cfg, stack.labelstudio.token)
-        if project_id is not None and state["stage"] == "waiting":
-            seed += 1
-            annotate_campaign(cfg, stack.labelstudio.token, project_id, truth, profiles, seed)
-        time.sleep(1)
-    stack.campaign = {
+    return {
         "cfg": cfg,
         "state": state,
-        "project_id": project_id,
+        "project_id": campaign_project_id(cfg, token),
         "seconds": time.monotonic() - start,
     }
-    return stack.campaign
 
 
 def main() -> int:  # pragma: no cover - a manual helper
     tmp = Path(sys.argv[1])
-    with running_stack(tmp) as stack:
+    with running_stack(tmp) as (stack, campaign):
         print(
             "prefect",
             stack.prefect_url,
@@ -408,7 +204,7 @@ def main() -> int:  # pragma: no cover - a manual helper
             stack.labelstudio.url,
             flush=True,
         )
-        out = run_campaign(stack)
+        out = run_campaign(stack, campaign)
         print(
             "stopped after",
             f"{out['seconds']:.0f} s",

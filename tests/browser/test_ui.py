@@ -1,15 +1,15 @@
 """End to end, in headless Chromium: the three UIs after a short real demo campaign.
 
-One module-scoped campaign (``stack.py``): a private Label Studio, Prefect server,
-MLflow server and process worker on free ports of 127.0.0.1; scikit-learn's digits as
-the user's CSV, its campaign written by ``loopwise init`` and registered by ``loopwise
-deploy`` (``cycle/digits-demo``; 30 items a batch, stopped by its currency budget after
-two cycles), with the simulated annotators
-of ``make demo`` playing between runs. Then each UI is opened in Debian's Chromium,
-driven by Playwright's bundled driver (no browser download, ever), the page's text is
-checked, and a screenshot goes to ``.loopwise/screenshots/`` (or
-``$LOOPWISE_SCREENSHOTS``; ``LOOPWISE_SCREENSHOTS=docs/screenshots`` refreshes the
-README's pictures).
+One module-scoped campaign (``stack.py``): the dev stack of ``make demo``
+(:mod:`devstack.stack`: Label Studio, Prefect server, MLflow server and process worker)
+on free ports of 127.0.0.1 with private folders; scikit-learn's digits as the user's
+CSV, its campaign written by ``loopwise init`` and registered by ``loopwise deploy``
+(``cycle/digits-demo``; 30 items a batch, stopped by its currency budget after two
+cycles), with the simulated annotators of ``make demo`` playing between runs. Then each
+UI is opened in Debian's Chromium, driven by Playwright's bundled driver (no browser
+download, ever), the page's text is checked, and a screenshot goes to
+``.loopwise/screenshots/`` (or ``$LOOPWISE_SCREENSHOTS``;
+``LOOPWISE_SCREENSHOTS=docs/screenshots`` refreshes the README's pictures).
 
     uv run --locked --no-sync pytest tests/browser -m browser
 """
@@ -68,8 +68,8 @@ def campaign(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Stack, 
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} not installed (`make chromium` installs Debian's chromium)")
     work_dir = Path(os.environ.get("LOOPWISE_WORK_DIR") or REPO / ".loopwise")
-    with running_stack(tmp_path_factory.mktemp("browser"), work_dir) as stack:
-        result = run_campaign(stack, timeout=600)
+    with running_stack(tmp_path_factory.mktemp("browser"), work_dir) as (stack, campaign_file):
+        result = run_campaign(stack, campaign_file, timeout=600)
         yield stack, result
 
 
@@ -313,7 +313,7 @@ def test_report_page(campaign, page) -> None:
     """The campaign report written at the stop: one self-contained page, figures loaded."""
     import time
 
-    from tasks.state import campaign_store
+    from storage.campaign import campaign_store
 
     _, result = campaign
     cfg = result["cfg"]
