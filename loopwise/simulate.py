@@ -10,6 +10,7 @@ arm is always included as the control.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -32,6 +33,8 @@ __all__ = ["SimulationResult", "default_model", "run_simulation", "seed_set"]
 #: An arm: a registered strategy name, or a factory ``random_state -> strategy``.
 Arm = str | Callable[[int], Any]
 CONTROL = "random"
+#: The job name of the model trained on the whole labeled pool.
+_FULL = "__full__"
 
 
 def default_model() -> Any:
@@ -177,54 +180,20 @@ def run_simulation(
     y = np.asarray(y)
     if num_rows(X) != y.shape[0]:
         raise ValueError(f"X has {num_rows(X)} rows but y has {y.shape[0]}")
-    arm_map: dict[str, Arm] = dict(arms) if isinstance(arms, Mapping) else {a: a for a in arms}
-    for name, arm in arm_map.items():
-        if isinstance(arm, str) and arm not in strategies.REGISTRY:
-            strategies.get(arm)  # raises the ValueError that lists the known names
-        elif not isinstance(arm, str) and not callable(arm):
-            raise TypeError(f"arm {name!r} must be a strategy name or a factory, got {arm!r}")
-    arm_map = {CONTROL: CONTROL, **arm_map}
+    arm_map = _arm_map(arms)
     model = default_model() if model is None else model
     seeds = [int(s) for s in seeds]
     if not seeds:
         raise ValueError("seeds must hold at least one seed")
 
     splits = {s: _split(y, test_size, per_class, s) for s in seeds}
-    jobs = [(name, arm, s) for s in seeds for name, arm in arm_map.items()]
-    full_jobs = [("__full__", None, s) for s in seeds]
-
-    def one(job):
-        name, arm, s = job
-        train, test, seed_rows = splits[s]
-        if arm is None:
-            clf = clone(model).fit(take_rows(X, train), y[train])
-            return name, s, accuracy_score(y[test], clf.predict(take_rows(X, test)))
-        rows = _run_arm(X, y, model, arm, s, train, test, seed_rows, batch_size, budget)
-        return name, s, rows
-
-    if n_jobs == 1:
-        results = map(one, full_jobs + jobs)
-    else:
-        from joblib import Parallel, delayed
-
-        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
-            delayed(one)(job) for job in full_jobs + jobs
-        )
-    outputs = []
-    for name, s, out in results:
-        outputs.append((name, s, out))
-        if progress is not None and name != "__full__":
-            progress(name, s)
-    # Parallel results arrive in completion order; restore the job order.
-    order = {(name, s): i for i, (name, _, s) in enumerate(full_jobs + jobs)}
-    outputs.sort(key=lambda o: order[(o[0], o[1])])
-    full = {s: float(acc) for name, s, acc in outputs if name == "__full__"}
-    records = [
-        {"arm": name, "seed": s, **row}
-        for name, s, rows in outputs
-        if name != "__full__"
-        for row in rows
-    ]
+    # the full-pool models first, then every arm of every repetition
+    jobs = [(_FULL, None, s) for s in seeds]
+    jobs += [(name, arm, s) for s in seeds for name, arm in arm_map.items()]
+    one = functools.partial(
+        _run_job, X=X, y=y, model=model, splits=splits, batch_size=batch_size, budget=budget
+    )
+    outputs = _run_jobs(one, jobs, n_jobs, progress)
     params = {
         "seeds": seeds,
         "test_size": test_size,
@@ -233,7 +202,76 @@ def run_simulation(
         "budget": budget,
         "model": repr(model),
     }
+    return _result(outputs, params)
+
+
+def _result(outputs: list[tuple[str, int, Any]], params: dict[str, Any]) -> SimulationResult:
+    """The full-pool accuracies and the learning curves of the jobs' outputs."""
+    full = {s: float(acc) for name, s, acc in outputs if name == _FULL}
+    records = [
+        {"arm": name, "seed": s, **row}
+        for name, s, rows in outputs
+        if name != _FULL
+        for row in rows
+    ]
     return SimulationResult(pd.DataFrame.from_records(records), full, params)
+
+
+def _arm_map(arms: Mapping[str, Arm] | Iterable[str]) -> dict[str, Arm]:
+    """The arms by name, each checked, the control first."""
+    arm_map: dict[str, Arm] = dict(arms) if isinstance(arms, Mapping) else {a: a for a in arms}
+    for name, arm in arm_map.items():
+        if isinstance(arm, str) and arm not in strategies.REGISTRY:
+            strategies.get(arm)  # raises the ValueError that lists the known names
+        elif not isinstance(arm, str) and not callable(arm):
+            raise TypeError(f"arm {name!r} must be a strategy name or a factory, got {arm!r}")
+    return {CONTROL: CONTROL, **arm_map}
+
+
+def _run_job(
+    job: tuple[str, Arm | None, int],
+    *,
+    X: Any,
+    y: np.ndarray,
+    model: Any,
+    splits: Mapping[int, tuple[np.ndarray, np.ndarray, np.ndarray]],
+    batch_size: int,
+    budget: int,
+) -> tuple[str, int, Any]:
+    """One job: the full-pool accuracy (``arm`` None) or the learning curve of an arm."""
+    name, arm, s = job
+    train, test, seed_rows = splits[s]
+    if arm is None:
+        clf = clone(model).fit(take_rows(X, train), y[train])
+        return name, s, accuracy_score(y[test], clf.predict(take_rows(X, test)))
+    rows = _run_arm(X, y, model, arm, s, train, test, seed_rows, batch_size, budget)
+    return name, s, rows
+
+
+def _run_jobs(
+    one: Callable[[tuple[str, Arm | None, int]], tuple[str, int, Any]],
+    jobs: list[tuple[str, Arm | None, int]],
+    n_jobs: int,
+    progress: Callable[[str, int], None] | None,
+) -> list[tuple[str, int, Any]]:
+    """Every job's output in job order; in parallel processes when ``n_jobs`` > 1."""
+    if n_jobs == 1:
+        results = map(one, jobs)
+    else:
+        from joblib import Parallel, delayed
+
+        results = Parallel(n_jobs=n_jobs, return_as="generator_unordered")(
+            delayed(one)(job) for job in jobs
+        )
+    outputs = []
+    for name, s, out in results:
+        outputs.append((name, s, out))
+        if progress is not None and name != _FULL:
+            progress(name, s)
+    # Parallel results arrive in completion order; restore the job order.
+    order = {(name, s): i for i, (name, _, s) in enumerate(jobs)}
+    outputs.sort(key=lambda o: order[(o[0], o[1])])
+    return outputs
 
 
 def _split(y: np.ndarray, test_size: float, per_class: int, seed: int):
