@@ -304,6 +304,18 @@ def task_payload(
     task : dict
         ``{"data": {..., "item_id", "query_score"}, "predictions": [...]}``.
     """
+    task: dict[str, Any] = {"data": _task_data(item_id, data, query_score)}
+    if prediction_label is not None:
+        task["predictions"] = [
+            _prediction(
+                prediction_label, prediction_score, model_version, labels, control_name, to_name
+            )
+        ]
+    return task
+
+
+def _task_data(item_id: Any, data: Any, query_score: Any) -> dict[str, Any]:
+    """``data`` as JSON with ``item_id`` and ``query_score`` added, after checking them."""
     if not isinstance(item_id, str) or not item_id.strip():
         raise ValueError(f"item_id must be a non-empty string, got {item_id!r}")
     if not isinstance(data, Mapping):
@@ -318,10 +330,18 @@ def task_payload(
     payload_data = json_safe(dict(data), strict=True, where="data")
     payload_data["item_id"] = item_id
     payload_data["query_score"] = query_score
-    task: dict[str, Any] = {"data": payload_data}
-    if prediction_label is None:
-        return task
+    return payload_data
 
+
+def _prediction(
+    prediction_label: Any,
+    prediction_score: Any,
+    model_version: Any,
+    labels: Sequence[str] | None,
+    control_name: Any,
+    to_name: Any,
+) -> dict[str, Any]:
+    """The pre-filled prediction of a task (see :func:`task_payload`), after checking it."""
     if not isinstance(prediction_label, str):
         raise TypeError(
             f"prediction_label must be a string (Label Studio choices are strings), got "
@@ -354,8 +374,7 @@ def task_payload(
             "value": {"choices": [prediction_label]},
         }
     ]
-    task["predictions"] = [prediction]
-    return task
+    return prediction
 
 
 # --------------------------------------------------------------------------- annotations
@@ -531,6 +550,16 @@ def parse_task_annotations(
     if not isinstance(task, Mapping):
         raise TypeError(f"task must be a mapping (a task's JSON), got {type(task).__name__}")
     labels = _check_label_set(labels)
+    item_id, annotations = _item_and_annotations(task)
+    task_id = _int(task.get("id"))
+    return [
+        _record(ann, f"annotations[{i}]", item_id, task_id, labels, control_name)
+        for i, ann in enumerate(annotations)
+    ]
+
+
+def _item_and_annotations(task: Mapping[str, Any]) -> tuple[str, list[Any]]:
+    """The ``item_id`` and the annotations of a task, after checking them."""
     data = task.get("data")
     item_id = data.get("item_id") if isinstance(data, Mapping) else None
     if not isinstance(item_id, str) or not item_id:
@@ -545,45 +574,43 @@ def parse_task_annotations(
         raise TypeError(
             f"task {task.get('id')!r}: annotations must be a list, got {type(annotations).__name__}"
         )
-    task_id = _int(task.get("id"))
-    records = []
-    for i, ann in enumerate(annotations):
-        raw = copy.deepcopy(ann)
-        if not isinstance(ann, Mapping):
-            records.append(
-                AnnotationRecord(
-                    item_id=item_id,
-                    task_id=task_id,
-                    annotation_id=None,
-                    annotator=None,
-                    label=None,
-                    status="rejected",
-                    reason=f"annotations[{i}] must be an object, got {type(ann).__name__}",
-                    lead_time=None,
-                    created_at=None,
-                    updated_at=None,
-                    raw=raw,
-                )
-            )
-            continue
-        status, label, reason = _judge(ann, labels, control_name)
-        created, updated = ann.get("created_at"), ann.get("updated_at")
-        records.append(
-            AnnotationRecord(
-                item_id=item_id,
-                task_id=task_id,
-                annotation_id=_int(ann.get("id")),
-                annotator=_annotator(ann.get("completed_by")),
-                label=label,
-                status=status,
-                reason=reason,
-                lead_time=_number(ann.get("lead_time")),
-                created_at=created if isinstance(created, str) else None,
-                updated_at=updated if isinstance(updated, str) else None,
-                raw=raw,
-            )
+    return item_id, annotations
+
+
+def _record(
+    ann: Any, where: str, item_id: str, task_id: int | None, labels: list[str], control: str
+) -> AnnotationRecord:
+    """The record of one annotation (``where`` names it in the reason of a non-object)."""
+    raw = copy.deepcopy(ann)
+    if not isinstance(ann, Mapping):
+        return AnnotationRecord(
+            item_id=item_id,
+            task_id=task_id,
+            annotation_id=None,
+            annotator=None,
+            label=None,
+            status="rejected",
+            reason=f"{where} must be an object, got {type(ann).__name__}",
+            lead_time=None,
+            created_at=None,
+            updated_at=None,
+            raw=raw,
         )
-    return records
+    status, label, reason = _judge(ann, labels, control)
+    created, updated = ann.get("created_at"), ann.get("updated_at")
+    return AnnotationRecord(
+        item_id=item_id,
+        task_id=task_id,
+        annotation_id=_int(ann.get("id")),
+        annotator=_annotator(ann.get("completed_by")),
+        label=label,
+        status=status,
+        reason=reason,
+        lead_time=_number(ann.get("lead_time")),
+        created_at=created if isinstance(created, str) else None,
+        updated_at=updated if isinstance(updated, str) else None,
+        raw=raw,
+    )
 
 
 def accepted_annotations(records: Iterable[AnnotationRecord]) -> pd.DataFrame:
