@@ -1,4 +1,5 @@
-"""A real Label Studio on 127.0.0.1: health, the SDK round trip, loopback only, restart."""
+"""The dev stack's servers on 127.0.0.1: a real Label Studio (health, the SDK round trip,
+loopback only, restart, reuse) and the local Prefect server that commands reuse."""
 
 from __future__ import annotations
 
@@ -163,3 +164,50 @@ def test_restart_on_same_data_dir_keeps_project_tasks_and_token(ls_work_dir, tmp
     finally:
         lss.stop(second)
     assert not lss.status(state_file=state)["running"]
+
+
+def test_ensure_reuses_the_recorded_server_and_writes_its_env_file(label_studio, tmp_path):
+    env_file = tmp_path / "labelstudio.env"
+    again = lss.ensure(state_file=label_studio.state_file, env_file=env_file)
+    assert (again.pid, again.url, again.token) == (
+        label_studio.pid,
+        label_studio.url,
+        label_studio.token,
+    )
+    assert again.password == label_studio.password
+    assert env_file.read_text() == (
+        f"export LABEL_STUDIO_URL={label_studio.url}\n"
+        f"export LABEL_STUDIO_API_KEY={label_studio.token}\n"
+    )
+    assert stat.S_IMODE(env_file.stat().st_mode) == 0o600
+    assert lss.status(state_file=label_studio.state_file)["healthy"]  # left running
+
+
+def test_attach_ignores_a_state_file_whose_server_is_gone(tmp_path):
+    state = tmp_path / "server.json"
+    state.write_text(json.dumps({"pid": 2**22 + 1, "url": "http://127.0.0.1:9", "port": 9}))
+    assert lss.attach(state_file=state) is None
+
+
+def test_the_local_prefect_server_starts_once_and_is_reused(tmp_path):
+    """``loopwise run`` and ``make demo`` share one Prefect server, recorded by its pid file."""
+    from devstack import prefect_server, servers
+    from devstack.stack import free_port
+
+    port, run_dir = free_port(), tmp_path / "run"
+    first = prefect_server.ensure(port, home=tmp_path / "home", run_dir=run_dir)
+    try:
+        assert first.started and first.pid is not None
+        assert (run_dir / "prefect-server.json").exists()
+        assert (tmp_path / "home" / "prefect.db").exists()  # its own PREFECT_HOME
+        code, body = _get(f"{first.api_url}/health")
+        assert code == 200 and json.loads(body) is True
+        again = prefect_server.ensure(port, home=tmp_path / "home", run_dir=run_dir)
+        assert not again.started and again.pid == first.pid
+        assert set(lss._listening_sockets(port).values()) == {"127.0.0.1"}
+    finally:
+        assert prefect_server.stop(run_dir) is True
+    assert servers.running(prefect_server.NAME, run_dir) is None
+    assert not (run_dir / "prefect-server.json").exists()
+    with pytest.raises(OSError):
+        urllib.request.urlopen(f"{first.api_url}/health", timeout=3)

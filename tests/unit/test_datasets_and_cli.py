@@ -68,3 +68,71 @@ def test_cli_simulate_prints_the_curve_and_writes_its_files(tmp_path):
 def test_cli_refuses_an_unknown_strategy(tmp_path):
     out = CliRunner().invoke(app, ["simulate", "-s", "magic", "--out", str(tmp_path)])
     assert out.exit_code != 0 and "unknown strategy 'magic'" in out.output
+
+
+def test_the_loopwise_command_is_one_app_with_every_command():
+    import typer
+
+    from flows.cli import app as loopwise
+
+    group = typer.main.get_command(loopwise)
+    assert set(group.commands) == {
+        "init",
+        "run",
+        "deploy",
+        "status",
+        "report",
+        "annotate",
+        "strategies",
+        "simulate",
+        "annotators",
+    }
+    assert set(group.commands["annotators"].commands) == {"simulate"}
+    assert set(typer.main.get_command(app).commands) == {"strategies", "simulate"}
+    out = CliRunner().invoke(loopwise, ["strategies"])
+    assert out.exit_code == 0 and "(default)" in out.output
+
+
+def test_the_library_cli_reaches_no_server_code():
+    import ast
+    from pathlib import Path
+
+    import loopwise.cli
+
+    tree = ast.parse(Path(loopwise.cli.__file__).read_text())
+    imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    imported |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert {m.split(".")[0] for m in imported} <= {
+        "__future__",
+        "json",
+        "pathlib",
+        "typing",
+        "numpy",
+        "typer",
+        "pandas",
+        "loopwise",
+    }
+
+
+def test_commands_use_the_configured_prefect_api_else_the_one_local_server(monkeypatch):
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    from devstack import prefect_server
+    from flows.cli._prefect import prefect_api
+
+    calls = []
+
+    def local_server() -> prefect_server.PrefectServer:
+        calls.append("ensure")
+        return prefect_server.PrefectServer("http://127.0.0.1:4999", pid=None, started=False)
+
+    monkeypatch.setattr(prefect_server, "ensure", local_server)
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:4888/api"}):
+        with prefect_api() as api:
+            assert api == PREFECT_API_URL.value() == "http://127.0.0.1:4888/api"
+    assert calls == []  # a configured server is used as it is
+    with temporary_settings(restore_defaults={PREFECT_API_URL}):
+        with prefect_api() as api:
+            assert api == PREFECT_API_URL.value() == "http://127.0.0.1:4999/api"
+        assert PREFECT_API_URL.value() is None  # only inside the command
+    assert calls == ["ensure"]
