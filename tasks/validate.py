@@ -369,6 +369,25 @@ def _numeric_columns(suite: Any, frame: pd.DataFrame) -> list[str]:
     return out
 
 
+@dataclass
+class _Rows:
+    """The rows under validation and the reasons found so far."""
+
+    #: per row of the frame: reason text → kind, in the order found
+    reasons: list[dict[str, str]]
+    #: positions in the frame of the rows GX sees (the repeated ids left out)
+    kept: np.ndarray
+    #: those rows, on a 0..m-1 index: unexpected_index_list entries are then positions,
+    #: mapped back through ``kept`` (robust to any id values)
+    original: pd.DataFrame
+    #: (position in ``original``, column) pairs that already have a reason
+    explained: set[tuple[int, Any]]
+
+    def add(self, position: int, text: str, kind: str) -> None:
+        """A reason for the row at ``position`` in ``original`` (the first kind counts)."""
+        self.reasons[self.kept[position]].setdefault(text, kind)
+
+
 def validate_frame(
     df: pd.DataFrame, suite_path: SuiteSource, *, id_column: str
 ) -> ValidationResult:
@@ -381,96 +400,25 @@ def validate_frame(
         )
     suite = load_suite(suite_path)
     n = len(df)
-    reasons: list[dict[str, str]] = [{} for _ in range(n)]  # text -> kind, in order
-
-    ids = df[id_column]
-    missing_id = ids.isna().to_numpy()
-    duplicate = (ids.duplicated(keep="first") & ids.notna()).to_numpy()
-    for i in np.flatnonzero(missing_id):
-        reasons[i]["missing id"] = "missing id"
-    for i in np.flatnonzero(duplicate):
-        reasons[i]["duplicate id"] = "duplicate id"
-
-    # GX sees the frame without repeated ids, on a 0..m-1 index: unexpected_index_list
-    # entries are then positions, mapped back through `kept` (robust to any id values).
+    reasons: list[dict[str, str]] = [{} for _ in range(n)]
+    missing_id, duplicate = _id_reasons(df[id_column], reasons)
     kept = np.flatnonzero(~duplicate)
-    original = df.iloc[kept].reset_index(drop=True)
-    work = original.copy()
-    explained: set[tuple[int, Any]] = {
-        (int(p), id_column) for p in np.flatnonzero(missing_id[kept])
-    }
-    not_numeric: dict[str, int] = {}
-    coerced_columns = _numeric_columns(suite, work)
-    for col in coerced_columns:
-        numbers_ = pd.to_numeric(work[col], errors="coerce")
-        bad = np.flatnonzero((work[col].notna() & numbers_.isna()).to_numpy())
-        for p in bad:
-            kind = f"{col}: not a number"
-            reasons[kept[p]][f"{col}: {_value(original.at[p, col])} is not a number"] = kind
-            explained.add((int(p), col))
-        if len(bad):
-            not_numeric[str(col)] = len(bad)
-        work[col] = numbers_
-
-    with _LOCK:
-        batch = _batch_definition().get_batch(batch_parameters={"dataframe": work})
-        run = batch.validate(
-            suite,
-            result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
-        )
-
-    order = _suite_order(suite)
-    results = sorted(
-        run.results, key=lambda r: order.get(_config_key(r.expectation_config), len(order))
+    rows = _Rows(
+        reasons,
+        kept,
+        df.iloc[kept].reset_index(drop=True),
+        {(int(p), id_column) for p in np.flatnonzero(missing_id[kept])},
     )
+    work, coerced_columns, not_numeric = _coerce_numeric(suite, rows)
     table_failures: list[str] = []
-    per_expectation: list[dict[str, Any]] = []
-    for r in results:
-        cfg = r.expectation_config
-        typ, kw = cfg.type, dict(cfg.kwargs)
-        result = dict(r.result or {})
-        error = _exception_message(r.exception_info)
-        index = result.get("unexpected_index_list")
-        entry: dict[str, Any] = {
-            "expectation": typ,
-            "column": ", ".join(map(str, _columns_of(kw))) or None,
-            "success": bool(r.success) and error is None,
-        }
-        if error is None and isinstance(index, list):
-            positions = [int(p) for p in index]
-            if typ == _NOT_NULL:  # not again for cells already "not a number" / "missing id"
-                positions = [p for p in positions if (p, kw.get("column")) not in explained]
-            for p, (kind, text) in zip(
-                positions, _row_reasons(typ, kw, original, positions), strict=True
-            ):
-                reasons[kept[p]].setdefault(text, kind)
-            entry.update(level="row", unexpected_count=len(positions))
-        else:
-            entry["level"] = "table"
-            if not entry["success"]:
-                why = _table_reason(typ, kw, result, error, work.columns)
-                table_failures.append(why)
-                entry["reason"] = why
-            if "observed_value" in result:
-                entry["observed_value"] = json_safe(result["observed_value"])
-        per_expectation.append(entry)
-
+    per_expectation = [
+        _expectation_entry(r, rows, work.columns, table_failures) for r in _results(suite, work)
+    ]
     if table_failures:
         for row in reasons:
             for why in table_failures:
                 row.setdefault(why, why)
-    bad_rows = np.array([bool(r) for r in reasons], dtype=bool)
-
-    valid = df.iloc[np.flatnonzero(~bad_rows)].copy()
-    for col in coerced_columns:  # the valid rows of a coerced column are all numbers
-        valid[col] = pd.to_numeric(valid[col])
-    invalid = df.iloc[np.flatnonzero(bad_rows)].copy()
-    why = pd.Series(
-        ["; ".join(reasons[i]) for i in np.flatnonzero(bad_rows)],
-        index=invalid.index,
-        dtype=object,
-        name="reason",
-    )
+    valid, invalid, why = _split(df, reasons, coerced_columns)
     kinds = Counter(k for r in reasons for k in dict.fromkeys(r.values()))
     fraction = float(len(valid) / n) if n else 1.0
     summary = {
@@ -487,6 +435,106 @@ def validate_frame(
         "top_reasons": [[k, c] for k, c in kinds.most_common(_TOP)],
     }
     return ValidationResult(valid, invalid, why, fraction, summary)
+
+
+def _id_reasons(ids: pd.Series, reasons: list[dict[str, str]]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows with a missing id and rows repeating an earlier id (boolean masks), with reasons."""
+    missing_id = ids.isna().to_numpy()
+    duplicate = (ids.duplicated(keep="first") & ids.notna()).to_numpy()
+    for i in np.flatnonzero(missing_id):
+        reasons[i]["missing id"] = "missing id"
+    for i in np.flatnonzero(duplicate):
+        reasons[i]["duplicate id"] = "duplicate id"
+    return missing_id, duplicate
+
+
+def _coerce_numeric(suite: Any, rows: _Rows) -> tuple[pd.DataFrame, list[str], dict[str, int]]:
+    """The frame GX validates: columns compared with numeric bounds as numbers.
+
+    A cell that is not a number gets its own reason. Returns the frame, the coerced
+    columns and the count of such cells per column.
+    """
+    work = rows.original.copy()
+    not_numeric: dict[str, int] = {}
+    coerced_columns = _numeric_columns(suite, work)
+    for col in coerced_columns:
+        numbers_ = pd.to_numeric(work[col], errors="coerce")
+        bad = np.flatnonzero((work[col].notna() & numbers_.isna()).to_numpy())
+        for p in bad:
+            text = f"{col}: {_value(rows.original.at[p, col])} is not a number"
+            rows.reasons[rows.kept[p]][text] = f"{col}: not a number"
+            rows.explained.add((int(p), col))
+        if len(bad):
+            not_numeric[str(col)] = len(bad)
+        work[col] = numbers_
+    return work, coerced_columns, not_numeric
+
+
+def _results(suite: Any, work: pd.DataFrame) -> list[Any]:
+    """The suite's expectation results on ``work``, in the suite's order."""
+    with _LOCK:
+        batch = _batch_definition().get_batch(batch_parameters={"dataframe": work})
+        run = batch.validate(
+            suite,
+            result_format={"result_format": "COMPLETE", "return_unexpected_index_query": False},
+        )
+    order = _suite_order(suite)
+    return sorted(
+        run.results, key=lambda r: order.get(_config_key(r.expectation_config), len(order))
+    )
+
+
+def _expectation_entry(
+    r: Any, rows: _Rows, columns: pd.Index, table_failures: list[str]
+) -> dict[str, Any]:
+    """The summary entry of one expectation result; its reasons go to ``rows`` (row-level)
+    or ``table_failures`` (table-level, or one that could not run)."""
+    cfg = r.expectation_config
+    typ, kw = cfg.type, dict(cfg.kwargs)
+    result = dict(r.result or {})
+    error = _exception_message(r.exception_info)
+    index = result.get("unexpected_index_list")
+    entry: dict[str, Any] = {
+        "expectation": typ,
+        "column": ", ".join(map(str, _columns_of(kw))) or None,
+        "success": bool(r.success) and error is None,
+    }
+    if error is None and isinstance(index, list):
+        positions = [int(p) for p in index]
+        if typ == _NOT_NULL:  # not again for cells already "not a number" / "missing id"
+            positions = [p for p in positions if (p, kw.get("column")) not in rows.explained]
+        for p, (kind, text) in zip(
+            positions, _row_reasons(typ, kw, rows.original, positions), strict=True
+        ):
+            rows.add(p, text, kind)
+        entry.update(level="row", unexpected_count=len(positions))
+        return entry
+    entry["level"] = "table"
+    if not entry["success"]:
+        why = _table_reason(typ, kw, result, error, columns)
+        table_failures.append(why)
+        entry["reason"] = why
+    if "observed_value" in result:
+        entry["observed_value"] = json_safe(result["observed_value"])
+    return entry
+
+
+def _split(
+    df: pd.DataFrame, reasons: list[dict[str, str]], coerced_columns: list[str]
+) -> tuple[pd.DataFrame, pd.DataFrame, pd.Series]:
+    """The valid rows, the invalid rows and their reasons (joined by "; ")."""
+    bad_rows = np.array([bool(r) for r in reasons], dtype=bool)
+    valid = df.iloc[np.flatnonzero(~bad_rows)].copy()
+    for col in coerced_columns:  # the valid rows of a coerced column are all numbers
+        valid[col] = pd.to_numeric(valid[col])
+    invalid = df.iloc[np.flatnonzero(bad_rows)].copy()
+    why = pd.Series(
+        ["; ".join(reasons[i]) for i in np.flatnonzero(bad_rows)],
+        index=invalid.index,
+        dtype=object,
+        name="reason",
+    )
+    return valid, invalid, why
 
 
 def validate_labels(
