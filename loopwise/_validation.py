@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import numbers
 from typing import Any
 
@@ -53,16 +52,3 @@ def check_fitted_proba(clf: Any) -> None:
         raise TypeError(
             f"clf must be a fitted scikit-learn classifier with predict_proba, got {type(clf).__name__}"
         )
-
-
-def json_safe(obj: Any) -> Any:
-    """Plain JSON types: numpy scalars unwrapped, tuples as lists, NaN/inf as None."""
-    if isinstance(obj, dict):
-        return {str(k): json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple | np.ndarray):
-        return [json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj

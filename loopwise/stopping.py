@@ -39,7 +39,7 @@ import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from scipy.optimize import OptimizeWarning, curve_fit
 
-from loopwise._validation import json_safe
+from loopwise.jsonsafe import json_safe
 
 __all__ = [
     "HARD_RULES",
