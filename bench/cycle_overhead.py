@@ -7,29 +7,44 @@ plain functions."
 Setup (not timed): a synthetic table of ``--rows`` rows (sklearn ``make_classification``,
 20 float32 features, 10 classes, a ``label`` column of ground truth) written as Parquet to
 a temporary folder and used as the campaign's ``data.source``; the holdout is the
-campaign's hashed 20 % split of it; ``--labeled`` pool rows (500) are labeled (label
-ledger and dispatch ledger written to a local :class:`storage.store.Store`), four
-earlier cycles sit in ``state.json`` so that the stopping rules fit a learning curve,
-and the previous cycle's stop-set predictions are checkpointed. MLflow logs to SQLite
-in the temporary folder (artifacts there too).
+campaign's hashed 20 % split of it; ``--labeled`` pool rows (500) are labeled (the label,
+dispatch and annotation ledgers of Label Studio project 1, two accepted annotations per
+label, written through :class:`storage.campaign.Ledgers` to a local store), the stop set
+is chosen, and four earlier cycles sit in ``state.json`` so that the stopping rules fit a
+learning curve. MLflow logs to SQLite in the temporary folder (artifacts there too).
 
 One cycle's compute, timed two ways in one process, interleaved, median of
 ``--repeats`` after one untimed warm-up of each:
 
 (a) plain — the pure functions: ``pandas.read_parquet``, ``loopwise.items.assign_ids`` /
-    ``holdout_mask``, the label join, ``tasks.data.features``, ``build_model(...).fit``,
-    ``evaluate_model``, stop-set predictions and kappa, ``loopwise.stopping.decide``,
-    ``partition_scores`` over ``score_partitions`` (4) partitions,
-    ``select_from_candidates`` with the default strategy (cluster_margin),
-    ``batch_records``. No Prefect, no MLflow, no Store.
-(b) orchestrated — the same steps the way ``flows/cycle.py`` runs them, in a ``@flow``:
-    the tasks ``load_pool``, ``split_holdout``, ``labeled_snapshot`` (Parquet snapshot
-    in the Store), ``fit``, ``evaluate``, ``log_cycle`` (MLflow run, figures, dataset,
-    registered model, champion alias), ``stopping_decision``, ``log_decision``,
-    ``score_pool`` (the cycle's ``score_partition.map``), ``select_batch``; ledgers, the stop
-    set, checkpoints and ``state.json`` through ``tasks.state`` / the Store. Label
-    Studio (collect, consensus, dispatch, schedule) is left out: its I/O has its own
-    benchmark (bench/labelstudio_io.py). The drift check is left out of both paths.
+    ``split_by_hash``, the label join, ``loopwise.features.model_inputs``,
+    ``build_model(...).fit``, ``evaluate_model``, stop-set predictions and kappa,
+    ``loopwise.drift.drift_report``, ``loopwise.stopping.decide``,
+    ``loopwise.batch.plan_batch``, ``partition_scores`` over ``score_partitions`` (4)
+    partitions, ``select_from_candidates`` with the default strategy (cluster_margin),
+    ``compose_batch`` (the random control share) and ``batch_records``. No Prefect, no
+    MLflow, no Store.
+(b) orchestrated — the stage functions ``flows/cycle.py`` runs after its advance stage,
+    in a ``@flow``: ``flows.stages.context.open_campaign`` → ``CampaignRun.load_data``
+    (``load_pool``, ``split_holdout``) → ``flows.stages.train.train_and_log``
+    (``labeled_snapshot``, ``fit``, ``evaluate``, ``log_cycle``: MLflow run, figures,
+    dataset, registered model, champion alias; the ``trained`` checkpoint and state) →
+    ``flows.stages.decide.decide`` (``check_drift``, ``stopping_decision``,
+    ``log_decision``, the ``decided`` checkpoint) →
+    ``flows.stages.select.select_next_batch`` (``plan_batch``, ``score_pool``: the
+    cycle's ``score_partition.map``, ``select_batch``, the control share,
+    ``batch_records``, the ``selected`` checkpoint). The run is pointed at project 1 with
+    ``CampaignRun.use_project``, so Label Studio is never asked: the advance stage
+    (collect, consensus), dispatch and schedule are left out; their I/O has its own
+    benchmark (bench/labelstudio_io.py). Before each orchestrated cycle, untimed, the
+    bench leaves what the advance stage would have: ``state.json`` at cycle k, stage
+    ``started``, on the four earlier cycles, and cycle k − 1's stop-set predictions (the
+    ones the plain path compares with, so both paths face the same decision).
+
+Steps are the stages (config, load + split, train, decide, select). Inside the
+orchestrated stages, the ``log_cycle`` and ``log_decision`` tasks and every read and
+write of the Store are timed on their own (thin timing wrappers around them) and not
+counted in the stage they run in.
 
 The flow runs against the Prefect API server of
 ``prefect.testing.utilities.prefect_test_harness()`` (a temporary SQLite database and a
@@ -47,11 +62,12 @@ with a bytecode cache (in the temp dir) and without one (``PYTHONDONTWRITEBYTECO
 
     python bench/cycle_overhead.py                        # 100,000 rows (~5 min on 2 shared cores)
     python bench/cycle_overhead.py --rows 20000 --repeats 3 --cold-repeats 0
-    python bench/cycle_overhead.py --no-profile
+    python bench/cycle_overhead.py --no-profile --out /tmp/overhead
 
 Set PREFECT_HOME (e.g. .loopwise/prefect), PREFECT_SERVER_ANALYTICS_ENABLED=false,
 DO_NOT_TRACK=1 and one BLAS thread (OMP_NUM_THREADS=1, OPENBLAS_NUM_THREADS=1) first,
-as the Makefile does. Writes bench/results/cycle_overhead.json and cycle_overhead.md.
+as the Makefile does. Writes cycle_overhead.json and cycle_overhead.md to ``--out``
+(default bench/results).
 """
 
 from __future__ import annotations
@@ -59,6 +75,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import cProfile
+import itertools
 import json
 import os
 import platform
@@ -67,8 +84,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -78,11 +96,12 @@ import pandas as pd
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 
-# Only what the plain path needs at module level: Prefect, MLflow and ``tasks`` (which
-# imports Prefect) are imported by the orchestrated path, so that a fresh process
-# running the plain cycle pays for none of them.
-from loopwise.batch import batch_records  # noqa: E402
+# Only what the plain path needs at module level: Prefect, MLflow, ``storage`` and the
+# stages (which import Prefect) are imported by the orchestrated path, so that a fresh
+# process running the plain cycle pays for none of them.
+from loopwise.batch import batch_records, compose_batch, plan_batch  # noqa: E402
 from loopwise.config import CampaignConfig, load_campaign  # noqa: E402
+from loopwise.drift import drift_report  # noqa: E402
 from loopwise.features import model_inputs  # noqa: E402
 from loopwise.items import assign_ids, split_by_hash  # noqa: E402
 from loopwise.model import build_model, evaluate_model, prediction_agreement  # noqa: E402
@@ -100,22 +119,81 @@ N_FEATURES = 20
 N_CLASSES = 10
 LABELS = [f"c{i}" for i in range(N_CLASSES)]
 PROJECT = 1
-#: Cycles 1..4 are history; the warm-up is cycle 5, measured repeats 6, 7, ...
-PRIOR = [(1, 100, 0.52), (2, 200, 0.60), (3, 300, 0.645), (4, 400, 0.67)]
+#: Cycles 1..4 are history; the warm-up is cycle 5, measured repeats 6, 7, ... Their
+#: metric stays below what 500 labels reach here (~0.55) and a point is worth enough
+#: (``value_per_point``) that the stopping rules go on: the cycle selects, as a real one would.
+PRIOR = [(1, 100, 0.30), (2, 200, 0.40), (3, 300, 0.46), (4, 400, 0.50)]
 FIRST_CYCLE = 5
 BATCH = 50
+#: The campaign's ``labelstudio.token_env``: set to a dummy for ``open_campaign``; no
+#: request ever reaches Label Studio.
+TOKEN_ENV = "LOOPWISE_BENCH_LS_TOKEN"
+ANNOTATOR_ACCURACY = {"ann": 0.95, "bob": 0.9}
+PATHS = ("plain", "orchestrated")
+#: The order of the steps in the report (the cycle's order; storage, spread over it, last).
+STEP_ORDER = (
+    "config",
+    "load + split",
+    "train",
+    "MLflow log_cycle",
+    "decide",
+    "MLflow log_decision",
+    "select",
+    "storage",
+)
+#: The Store methods that read or write (timed as the "storage" step).
+STORE_IO = (
+    "append_jsonl",
+    "read_jsonl",
+    "write_json",
+    "read_json",
+    "write_bytes",
+    "read_bytes",
+    "exists",
+    "list",
+    "write_snapshot",
+    "read_parquet",
+    "quarantine",
+)
 
-# Wall time of each step of the running cycle, filled by ``_step``.
+# Wall time of each step of the running cycle, filled by ``_step``: exclusive of the
+# steps nested in it (a Store write inside the train stage counts as storage only).
 _STEPS: dict[str, float] = {}
+_OPEN = threading.local()
 
 
 @contextlib.contextmanager
 def _step(name: str) -> Iterator[None]:
+    stack: list[str] = _OPEN.__dict__.setdefault("stack", [])
+    stack.append(name)
     t0 = time.perf_counter()
     try:
         yield
     finally:
-        _STEPS[name] = _STEPS.get(name, 0.0) + time.perf_counter() - t0
+        took = time.perf_counter() - t0
+        stack.pop()
+        _STEPS[name] = _STEPS.get(name, 0.0) + took
+        if stack:
+            _STEPS[stack[-1]] = _STEPS.get(stack[-1], 0.0) - took
+
+
+def _step_rank(name: str) -> int:
+    return STEP_ORDER.index(name) if name in STEP_ORDER else len(STEP_ORDER)
+
+
+def _probe(owner: Any, name: str, step: str) -> None:
+    """Time every call of ``owner.name`` (a module's task, a class's method) as ``step``."""
+    real = getattr(owner, name)
+    if getattr(real, "_bench_step", None):
+        return
+
+    def probed(*args: Any, **kwargs: Any) -> Any:
+        with _step(step):
+            return real(*args, **kwargs)
+
+    probed._bench_step = step  # type: ignore[attr-defined]
+    probed.__doc__ = getattr(real, "__doc__", None)
+    setattr(owner, name, probed)
 
 
 # ----------------------------------------------------------------------------- setup
@@ -129,8 +207,8 @@ def make_campaign(tmp: Path, rows: int, labeled: int, seed: int = 0) -> dict[str
     import yaml
     from sklearn.datasets import make_classification
 
-    from flows._common import stop_set_ids
-    from tasks.state import campaign_store, read_state, write_state
+    from loopwise.state import Stage
+    from storage.campaign import STOP_SET, Ledgers, campaign_store, read_state, write_state
 
     X, y = make_classification(
         n_samples=rows,
@@ -153,11 +231,12 @@ def make_campaign(tmp: Path, rows: int, labeled: int, seed: int = 0) -> dict[str
         "labels": LABELS,
         "batch_size": BATCH,
         "annotators_per_item": 2,
-        "budget": {"cost_per_annotation": 0.08, "value_per_point": 4.0},
+        "budget": {"cost_per_annotation": 0.08, "value_per_point": 20.0},
         "stopping": {"kappa_threshold": 0.98},
         "stop_set_size": 1000,
         "score_partitions": 4,
         "storage_root": str(tmp / "store"),
+        "labelstudio": {"token_env": TOKEN_ENV},
         "mlflow": {
             "tracking_uri": f"sqlite:///{tmp / 'mlflow.db'}",
             "artifact_location": (tmp / "mlartifacts").as_uri(),
@@ -180,17 +259,39 @@ def make_campaign(tmp: Path, rows: int, labeled: int, seed: int = 0) -> dict[str
         for i, lbl in zip(pool["item_id"].iloc[lab_rows], pool["label"].iloc[lab_rows], strict=True)
     ]
     store = campaign_store(cfg.storage_root, cfg.name)
-    store.append_jsonl(f"labels/{PROJECT}.jsonl", ledger)
-    store.append_jsonl(
-        f"dispatch/{PROJECT}.jsonl", [{"item_id": r["item_id"], "event": "sent"} for r in ledger]
+    ledgers = Ledgers(store, PROJECT)
+    ledgers.append("labels", ledger)
+    ledgers.append(
+        "dispatch",
+        [
+            {"event": "sent", "item_id": r["item_id"], "task_id": n, "cycle": 0}
+            for n, r in enumerate(ledger, 1)
+        ],
     )
-    stop_ids = stop_set_ids(store, pool, cfg)  # written to stop_set.json
+    per_item = cfg.annotators_per_item
+    ledgers.append(
+        "annotations",
+        [
+            {
+                "annotation_id": n * per_item + a,
+                "item_id": r["item_id"],
+                "label": r["label"],
+                "status": "accepted",
+            }
+            for n, r in enumerate(ledger)
+            for a in range(per_item)
+        ],
+    )
+    n_stop = min(cfg.stop_set_size, len(pool))
+    stop_ids = sorted(pool["item_id"].to_numpy()[rng.choice(len(pool), n_stop, replace=False)])
+    stop_ids = [str(i) for i in stop_ids]
+    store.write_json(STOP_SET, stop_ids)
     prev_pred = [LABELS[int(v)] for v in rng.randint(N_CLASSES, size=len(stop_ids))]
     history = [
         {
             "cycle": c,
             "labels": n,
-            "annotations": 2 * n,
+            "annotations": per_item * n,
             "cost": round(n * cfg.cost_per_item, 6),
             "metric": m,
             "macro_f1": m,
@@ -198,10 +299,15 @@ def make_campaign(tmp: Path, rows: int, labeled: int, seed: int = 0) -> dict[str
         }
         for c, n, m in PRIOR
     ]
-    write_state(store, read_state(store), cycle=FIRST_CYCLE - 1, stage="trained", history=history)
-    # The previous cycle's trained checkpoint (its stop-set predictions), as a real cycle leaves it.
-    save_prev = {"stop_predictions": prev_pred}
-    store.write_json(f"cycles/{FIRST_CYCLE - 1:04d}/trained.json", save_prev)
+    state = read_state(store)
+    write_state(
+        store,
+        state,
+        cycle=FIRST_CYCLE - 1,
+        stage=Stage.TRAINED,
+        history=history,
+        project_id=PROJECT,
+    )
     return {
         "campaign": str(campaign),
         "ledger": ledger,
@@ -211,6 +317,20 @@ def make_campaign(tmp: Path, rows: int, labeled: int, seed: int = 0) -> dict[str
         "pool_rows": len(pool),
         "holdout_rows": len(holdout),
     }
+
+
+def open_cycle(setup: dict[str, Any], k: int) -> None:
+    """What the advance stage leaves before cycle ``k`` is trained (untimed): ``state.json``
+    at cycle ``k``, stage ``started``, on the earlier cycles' history, and cycle ``k − 1``'s
+    stop-set predictions in its ``trained`` checkpoint."""
+    from loopwise.state import Stage
+    from storage.campaign import campaign_store, read_state, save_checkpoint, write_state
+
+    cfg = load_campaign(setup["campaign"])
+    store = campaign_store(cfg.storage_root, cfg.name)
+    save_checkpoint(store, k - 1, Stage.TRAINED, {"stop_predictions": setup["prev_pred"]})
+    state = read_state(store)
+    write_state(store, state, cycle=k, stage=Stage.STARTED, history=setup["history"], decision=None)
 
 
 def _row(k: int, labels: int, cfg: CampaignConfig, metrics: dict, kappa: float | None) -> dict:
@@ -239,7 +359,7 @@ def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
         pool, holdout = split_by_hash(
             df, label, cfg.labels, cfg.data.holdout.fraction, cfg.data.holdout.seed
         )
-    with _step("labeled rows"):
+    with _step("train"):
         ledger = pd.DataFrame(setup["ledger"], columns=["item_id", "label"]).drop_duplicates(
             "item_id"
         )
@@ -248,48 +368,66 @@ def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
         )
         snapshot = snapshot.sort_values("item_id", kind="stable").reset_index(drop=True)
         in_stop = pool["item_id"].isin(setup["stop_ids"]).to_numpy()
-        unlabeled = ~pool["item_id"].isin(set(ledger["item_id"])).to_numpy()
-    with _step("features"):
+        rows_idx = np.flatnonzero(~pool["item_id"].isin(set(ledger["item_id"])).to_numpy())
         X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, holdout, pool)
-    y_lab = snapshot["label"].to_numpy()
-    with _step("fit"):
+        y_lab = snapshot["label"].to_numpy()
         model = build_model(cfg.model.build(), kind=cfg.data.kind, scale=cfg.model.scale)
         model.fit(X_lab, np.asarray(y_lab).astype(str))
-    with _step("evaluate + stop set"):
         metrics = evaluate_model(model, X_hold, holdout[label].astype(str).to_numpy(), cfg.labels)
         stop_pred = [str(p) for p in model.predict(X_pool[in_stop])]
         kappa = prediction_agreement(setup["prev_pred"], stop_pred)
-    row = _row(k, len(snapshot), cfg, metrics, kappa)
-    history = [*setup["history"], row]
+    history = [*setup["history"], _row(k, len(snapshot), cfg, metrics, kappa)]
     with _step("decide"):
-        records = history_records(history)
-        decision = decide(
-            records, cfg.rules(), pool_remaining=int(unlabeled.sum()), next_batch=cfg.batch_size
+        cols = [c for c in pool.columns if c not in ("item_id", label)]
+        drift = drift_report(
+            snapshot[cols],
+            pool.iloc[rows_idx][cols],
+            psi_threshold=cfg.drift_psi_threshold,
+            random_state=cfg.seed,
         ).to_dict()
-    rows_idx = np.flatnonzero(unlabeled)
-    X_cand = X_pool[rows_idx]
-    n = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
-    name, params = cfg.strategy.name, dict(cfg.strategy.params)
-    with _step("score"):
+        decision = decide(
+            history_records(history),
+            cfg.rules(),
+            pool_remaining=len(rows_idx),
+            next_batch=cfg.batch_size,
+        ).to_dict()
+    with _step("select"):
+        s, seed = cfg.strategy, cfg.seed + k
+        plan = plan_batch(
+            int(decision["details"].get("next_batch_effective") or cfg.batch_size),
+            cfg.control_fraction,
+            strategy=s.name,
+            params=s.params,
+            cold_start=s.cold_start,
+            drift_fallback=s.drift_fallback,
+            drifted=bool(drift.get("drifted")),
+        )
+        X_cand = X_pool[rows_idx]
         scored = [
-            partition_scores(model, X_cand[a:b], a, n, strategy_for(name, params, cfg.seed + k))
+            partition_scores(
+                model, X_cand[a:b], a, plan.n_picked, strategy_for(plan.strategy, plan.params, seed)
+            )
             for a, b in partition_bounds(X_cand.shape[0], cfg.score_partitions)
         ]
-    with _step("select"):
-        candidates = np.unique(np.concatenate([idx for idx, _ in scored]))
         picked, scores = select_from_candidates(
             model,
             X_cand,
-            candidates,
-            n,
-            strategy_for(name, params, cfg.seed + k),
+            np.unique(np.concatenate([idx for idx, _ in scored])),
+            plan.n_picked,
+            strategy_for(plan.strategy, plan.params, seed),
             X_labeled=X_lab,
             y_labeled=y_lab,
         )
-    with _step("batch records"):
-        pool_rows = [int(rows_idx[i]) for i in picked]
+        rows, query_scores, control = compose_batch(
+            len(rows_idx),
+            [int(i) for i in picked],
+            [float(v) for v in scores],
+            plan.n_control,
+            seed,
+        )
+        pool_rows = [int(rows_idx[i]) for i in rows]
         batch = batch_records(
-            cfg, pool, pool_rows, [float(v) for v in scores], model, X_pool[pool_rows]
+            cfg, pool, pool_rows, query_scores, model, X_pool[pool_rows], control=control
         )
     return {
         "accuracy": metrics["accuracy"],
@@ -305,19 +443,22 @@ _FLOWS: dict[str, Any] = {}
 
 
 def flows() -> dict[str, Any]:
-    """The warm-up flow and the orchestrated cycle (Prefect, MLflow and tasks imported here)."""
+    """The warm-up flow and the orchestrated cycle (Prefect, MLflow and the stages imported here)."""
     if _FLOWS:
         return _FLOWS
     from prefect import flow
 
-    from flows._common import stop_set_ids
-    from flows.cycle import score_pool
-    from tasks.data import load_pool, split_holdout
-    from tasks.decide import stopping_decision
-    from tasks.evaluate import log_cycle, log_decision
-    from tasks.score import select_batch
-    from tasks.state import campaign_store, checkpoint, read_state, save_checkpoint, write_state
-    from tasks.train import evaluate, fit, labeled_snapshot
+    import flows.stages.decide as decide_stage
+    import flows.stages.train as train_stage
+    from flows.stages.context import open_campaign
+    from flows.stages.select import select_next_batch
+    from storage.store import Store
+
+    os.environ.setdefault(TOKEN_ENV, "bench-token-never-sent")
+    _probe(train_stage, "log_cycle", "MLflow log_cycle")
+    _probe(decide_stage, "log_decision", "MLflow log_decision")
+    for name in STORE_IO:
+        _probe(Store, name, "storage")
 
     @flow(name="warmup")
     def warmup_flow() -> int:
@@ -325,94 +466,25 @@ def flows() -> dict[str, Any]:
 
     @flow(name="cycle-overhead", log_prints=True)
     def orchestrated_cycle(campaign: str, k: int) -> dict[str, Any]:
-        """``flows/cycle.py`` from "retrain" to "select", without Label Studio and drift."""
+        """``flows/cycle.py`` after its advance stage, from train to select, without Label Studio."""
         with _step("config"):
-            cfg = load_campaign(campaign)
-            store = campaign_store(cfg.storage_root, cfg.name)
-            state = read_state(store)
-        label = cfg.data.label_column
+            run = open_campaign(campaign, {})
+            run.use_project(PROJECT)
+        if run.state.cycle != k:
+            raise RuntimeError(f"state.json is at cycle {run.state.cycle}, not {k}")
         with _step("load + split"):
-            df = load_pool(cfg)
-            data = split_holdout(cfg, df)
-            pool, holdout = data["pool"], data["holdout"]
-        with _step("labeled rows"):
-            snap = labeled_snapshot(store, k, pool, store.read_jsonl(f"labels/{PROJECT}.jsonl"))
-            snapshot = store.read_parquet(snap["key"])
-            stop_ids = stop_set_ids(store, pool, cfg)
-            in_stop = pool["item_id"].isin(stop_ids).to_numpy()
-            dispatched = {
-                r["item_id"]
-                for r in store.read_jsonl(f"dispatch/{PROJECT}.jsonl")
-                if r.get("event") == "sent"
-            }
-            unlabeled = ~pool["item_id"].isin(dispatched).to_numpy()
-        with _step("features"):
-            X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, holdout, pool)
-        y_lab = snapshot["label"].to_numpy()
-        with _step("fit"):
-            model = fit(cfg, X_lab, y_lab)
-        with _step("evaluate + stop set"):
-            previous = checkpoint(store, k - 1, "trained") or {}
-            metrics = evaluate(
-                cfg,
-                model,
-                X_hold,
-                holdout[label].astype(str).to_numpy(),
-                X_pool[in_stop],
-                previous.get("stop_predictions"),
-            )
-            stop_pred, kappa = metrics["stop_predictions"], metrics["kappa"]
-        row = _row(k, int(snap["rows"]), cfg, metrics, kappa)
-        history = [h for h in state["history"] if h["cycle"] < FIRST_CYCLE] + [row]
-        with _step("MLflow log_cycle"):
-            logged = log_cycle(
-                cfg, k, model, metrics, history, snapshot, snap, {"ann": 0.95, "bob": 0.9}
-            )
-        with _step("checkpoints + state"):
-            save_checkpoint(
-                store,
-                k,
-                "trained",
-                {
-                    "snapshot": snap,
-                    "metrics": metrics,
-                    "row": row,
-                    "logged": logged,
-                    "stop_predictions": stop_pred,
-                },
-            )
-            state = write_state(store, state, cycle=k, stage="trained", history=history)
+            data = run.load_data()
+        with _step("train"):
+            trained = train_stage.train_and_log(run, data, ANNOTATOR_ACCURACY)
         with _step("decide"):
-            decision = stopping_decision(cfg, history, int(unlabeled.sum()))
-        with _step("checkpoints + state"):
-            decision = save_checkpoint(store, k, "decided", {**decision, "drift": None})
-        with _step("MLflow log_decision"):
-            log_decision(cfg, logged["run_id"], decision, None)
-        with _step("checkpoints + state"):
-            state = write_state(store, state, stage="decided", decision=decision)
-        rows_idx = np.flatnonzero(unlabeled)
-        X_cand = X_pool[rows_idx]
-        n = int(decision["details"].get("next_batch_effective") or cfg.batch_size)
-        name, params_ = cfg.strategy.name, dict(cfg.strategy.params)
-        with _step("score"):
-            scored = score_pool.fn(
-                model, X_cand, n, name, params_, cfg.seed + k, cfg.score_partitions
-            )
+            decision = decide_stage.decide(run, data, trained)
         with _step("select"):
-            picked, scores = select_batch(
-                model, X_cand, scored, n, name, params_, cfg.seed + k, X_lab, y_lab
-            )
-        with _step("batch records"):
-            pool_rows = [int(rows_idx[i]) for i in picked]
-            batch = batch_records(cfg, pool, pool_rows, scores, model, X_pool[pool_rows])
-        with _step("checkpoints + state"):
-            save_checkpoint(store, k, "selected", {"strategy": name, "batch": batch})
-            write_state(store, state, stage="selected")
+            selected = select_next_batch(run, data, trained, decision)
         return {
-            "accuracy": metrics["accuracy"],
-            "batch": [b["item_id"] for b in batch],
+            "accuracy": trained.row["metric"],
+            "batch": [b["item_id"] for b in selected["batch"]],
             "stop": decision["stop"],
-            "records": batch,
+            "records": selected["batch"],
         }
 
     _FLOWS.update(warmup=warmup_flow, cycle=orchestrated_cycle)
@@ -427,7 +499,11 @@ def orchestrated(setup: dict[str, Any], k: int) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- measuring
 
 
-def _timed(fn, *args: Any) -> tuple[float, dict[str, float], Any]:
+def _timed(
+    fn: Callable[..., Any], *args: Any, prepare: Callable[..., Any] | None = None
+) -> tuple[float, dict[str, float], Any]:
+    if prepare is not None:
+        prepare(*args)
     _STEPS.clear()
     t0 = time.perf_counter()
     out = fn(*args)
@@ -435,9 +511,29 @@ def _timed(fn, *args: Any) -> tuple[float, dict[str, float], Any]:
     return wall, dict(_STEPS), out
 
 
+def run_path(which: str, setup: dict[str, Any], k: int) -> tuple[float, dict[str, float], Any]:
+    """(wall, steps, output) of cycle ``k`` by one path; the orchestrated one opens it first."""
+    if which == "plain":
+        return _timed(plain_cycle, setup, k)
+    return _timed(orchestrated, setup, k, prepare=open_cycle)
+
+
+def run_pair(
+    setup: dict[str, Any], k: int, r: int
+) -> dict[str, tuple[float, dict[str, float], Any]]:
+    """Both paths on cycle ``k``; plain first on even repeats, orchestrated first on odd ones."""
+    order = PATHS if r % 2 == 0 else PATHS[::-1]
+    return {which: run_path(which, setup, k) for which in order}
+
+
 #: Functions whose cumulative time the profile reports (module fragment, function name).
 PROFILE_KEYS = [
     ("prefect", "run_flow_sync", "Prefect: the whole flow run"),
+    ("flows/stages/context.py", "open_campaign", "stage: open_campaign"),
+    ("flows/stages/context.py", "load_data", "stage: load_data"),
+    ("flows/stages/train.py", "train_and_log", "stage: train_and_log"),
+    ("flows/stages/decide.py", "decide", "stage: decide"),
+    ("flows/stages/select.py", "select_next_batch", "stage: select_next_batch"),
     ("tasks/evaluate.py", "log_cycle", "MLflow: log_cycle (task body)"),
     ("mlflow/sklearn", "log_model", "MLflow: sklearn.log_model (+ registry)"),
     ("mlflow/tracking/fluent.py", "log_figure", "MLflow: log_figure ×2"),
@@ -457,13 +553,14 @@ PROFILE_KEYS = [
     ("mlflow/tracking/fluent.py", "log_params", "MLflow: log_params"),
     ("mlflow/tracking/fluent.py", "log_metrics", "MLflow: log_metrics"),
     ("tasks/evaluate.py", "log_decision", "MLflow: log_decision (task body)"),
+    ("tasks/decide.py", "check_drift", "drift check (task body)"),
     ("tasks/train.py", "labeled_snapshot", "storage: labeled_snapshot (task body)"),
     ("storage/store.py", "write_snapshot", "storage: write_snapshot"),
     ("storage/store.py", "read_parquet", "storage: read_parquet"),
     ("storage/store.py", "read_jsonl", "storage: read_jsonl (ledgers)"),
     ("storage/store.py", "write_json", "storage: write_json (state, checkpoints)"),
     ("tasks/data.py", "load_pool", "load_pool (task body)"),
-    ("loopwise/{items,features,model,scoring,batch}.py", "holdout_mask", "holdout_mask"),
+    ("loopwise/items.py", "holdout_mask", "holdout_mask"),
     ("prefect/task_engine.py", "run_task_sync", "Prefect: task runs, whole (incl. bodies)"),
     ("prefect/task_engine.py", "call_task_fn", "Prefect: task bodies"),
     ("prefect/task_engine.py", "begin_run", "Prefect: task begin_run"),
@@ -476,10 +573,22 @@ PROFILE_KEYS = [
     ("prefect/flow_engine.py", "create_flow_run", "Prefect: create flow run (API)"),
     ("prefect/flow_engine.py", "set_state", "Prefect: flow set_state (API)"),
 ]
+#: Where the profile's top list looks (path fragments).
+PROFILE_DIRS = (
+    "/prefect/",
+    "/mlflow/",
+    "/flows/stages/",
+    "/tasks/",
+    "/loopwise/",
+    "/storage/",
+    "/sqlalchemy/",
+    "/matplotlib/",
+)
 
 
 def profile_once(setup: dict[str, Any], k: int, top: int = 30) -> dict[str, Any]:
     """One orchestrated cycle under cProfile: named functions' cumulative time, and the top list."""
+    open_cycle(setup, k)
     prof = cProfile.Profile()
     _STEPS.clear()
     t0 = time.perf_counter()
@@ -487,8 +596,7 @@ def profile_once(setup: dict[str, Any], k: int, top: int = 30) -> dict[str, Any]
     orchestrated(setup, k)
     prof.disable()
     wall = time.perf_counter() - t0
-    stats = pstats.Stats(prof)
-    entries = stats.stats  # (file, line, func) -> (cc, nc, tt, ct, callers)
+    entries = pstats.Stats(prof).stats  # (file, line, func) -> (cc, nc, tt, ct, callers)
     named = []
     for frag, func, label in PROFILE_KEYS:
         hits = [
@@ -508,21 +616,9 @@ def profile_once(setup: dict[str, Any], k: int, top: int = 30) -> dict[str, Any]
                 "cumulative_s": round(v[3], 4),
             }
         )
-    rows = sorted(entries.items(), key=lambda kv: -kv[1][3])
     top_rows = []
-    for (file, line, func), v in rows:
-        f = file.replace(os.sep, "/")
-        if not any(
-            s in f
-            for s in (
-                "/prefect/",
-                "/mlflow/",
-                "/tasks/",
-                "/loopwise/",
-                "/sqlalchemy/",
-                "/matplotlib/",
-            )
-        ):
+    for (file, line, func), v in sorted(entries.items(), key=lambda kv: -kv[1][3]):
+        if not any(s in file.replace(os.sep, "/") for s in PROFILE_DIRS):
             continue
         top_rows.append(
             {
@@ -554,7 +650,7 @@ def report(res: dict[str, Any]) -> str:
     p, o = res["plain"], res["orchestrated"]
     ov = res["overhead"]
     verdict = "met" if ov <= TARGET else "MISSED"
-    steps = list(dict.fromkeys([*o["steps_median"], *p["steps_median"]]))
+    steps = sorted(dict.fromkeys([*o["steps_median"], *p["steps_median"]]), key=_step_rank)
     lines = [
         "# Cycle overhead: orchestration vs plain function calls",
         "",
@@ -566,9 +662,11 @@ def report(res: dict[str, Any]) -> str:
         f"each, one process, one BLAS thread. Prefect {res['versions']['prefect']} against the "
         "API server of `prefect_test_harness()` (temporary SQLite database, server in a "
         "subprocess; its start-up not timed); MLflow "
-        f"{res['versions']['mlflow']} on SQLite in a temporary folder. Label Studio (collect, "
-        "consensus, dispatch, schedule), pool validation and the drift check are left out of both "
-        "paths. Both paths select the same batch with the same accuracy: "
+        f"{res['versions']['mlflow']} on SQLite in a temporary folder. The orchestrated path "
+        "calls the cycle's stage functions (open_campaign, load_data, train_and_log, decide, "
+        "select_next_batch) in a flow; Label Studio (collect, consensus, dispatch, schedule) "
+        "and pool validation are left out of both paths, the drift check is in both. "
+        "Both paths select the same batch with the same accuracy: "
         f"{'yes' if res['same_output'] else 'NO'}. Produced by `python bench/cycle_overhead.py`.",
         "",
         f"Machine: {res['cpus']} CPUs, shared; load average (1, 5, 15 min) {res['load_start']} at "
@@ -579,7 +677,8 @@ def report(res: dict[str, Any]) -> str:
         "| | median wall (s) | min – max (s) |",
         "|---|---:|---:|",
         f"| (a) plain functions | {p['wall_median']:.3f} | {min(p['walls']):.3f} – {max(p['walls']):.3f} |",
-        f"| (b) orchestrated (Prefect flow + tasks, MLflow, Store) | {o['wall_median']:.3f} | "
+        f"| (b) orchestrated (the cycle's stages: Prefect flow + tasks, MLflow, Store) | "
+        f"{o['wall_median']:.3f} | "
         f"{min(o['walls']):.3f} – {max(o['walls']):.3f} |",
         "",
         f"**Overhead (b − a) / b = {100 * ov:.1f} %** (target ≤ {100 * TARGET:.0f} %) — {verdict}. "
@@ -587,7 +686,9 @@ def report(res: dict[str, Any]) -> str:
         f"The first cycle of the process (imports, MLflow database created) took "
         f"{res['warmup_s']['orchestrated']:.1f} s orchestrated, {res['warmup_s']['plain']:.2f} s plain.",
         "",
-        "Per step (median ms; orchestrated = the wall the flow sees around the task call):",
+        "Per step (median ms; a stage's orchestrated time is the wall the flow sees around "
+        "it, minus the MLflow tasks and Store reads and writes inside it, which have their "
+        "own rows):",
         "",
         "| step | plain | orchestrated | difference |",
         "|---|---:|---:|---:|",
@@ -692,12 +793,9 @@ def run_child(which: str, setup_path: Path, k: int) -> None:
     setup = json.loads(setup_path.read_text())
     t0 = time.perf_counter()
     if which == "orchestrated":
-        flows()  # Prefect, MLflow's tasks and the tasks package
-        fn = orchestrated
-    else:
-        fn = plain_cycle
+        flows()  # Prefect, MLflow's tasks, the stages and the tasks package
     imports = time.perf_counter() - t0
-    wall, steps, out = _timed(fn, setup, k)
+    wall, steps, out = run_path(which, setup, k)
     print(
         json.dumps(
             {"cycle_s": wall, "late_imports_s": imports, "steps": steps, "batch": out["batch"]}
@@ -732,11 +830,167 @@ def spawn(which: str, setup_path: Path, k: int, env: dict[str, str]) -> dict[str
 
 
 def med_steps(runs: list[dict[str, float]]) -> dict[str, float]:
-    names = list(dict.fromkeys(s for st in runs for s in st))
+    names = sorted(dict.fromkeys(s for st in runs for s in st), key=_step_rank)
     return {s: statistics.median(st.get(s, 0.0) for st in runs) for s in names}
 
 
-def main() -> None:
+Timing = tuple[float, dict[str, float]]
+
+
+def measure_in_process(
+    setup: dict[str, Any], repeats: int, cycles: Iterator[int]
+) -> tuple[list[Timing], list[Timing], list[bool]]:
+    """``repeats`` interleaved pairs: (plain timings, orchestrated timings, same output)."""
+    plain: list[Timing] = []
+    orch: list[Timing] = []
+    agree = []
+    for r in range(repeats):
+        pair = run_pair(setup, next(cycles), r)
+        (p_wall, p_steps, p_out), (o_wall, o_steps, o_out) = pair["plain"], pair["orchestrated"]
+        plain.append((p_wall, p_steps))
+        orch.append((o_wall, o_steps))
+        same = p_out["records"] == o_out["records"] and p_out["accuracy"] == o_out["accuracy"]
+        agree.append(same)
+        print(
+            f"repeat {r + 1}: plain {p_wall:.3f} s, orchestrated {o_wall:.3f} s, "
+            f"overhead {100 * (o_wall - p_wall) / o_wall:.1f} %, "
+            f"same batch and accuracy: {same}",
+            flush=True,
+        )
+    return plain, orch, agree
+
+
+def measure_heartbeats_off(
+    setup: dict[str, Any], repeats: int, cycles: Iterator[int]
+) -> tuple[dict[str, list[float]], list[dict[str, float]]]:
+    """Diagnostic: the same pairs with flow-run heartbeats off. Prefect's heartbeat thread
+    sleeps in 1 s ticks and the flow run joins it on exit, so with the default (180 s)
+    every flow run ends on the next whole second of its run time."""
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
+
+    walls: dict[str, list[float]] = {which: [] for which in PATHS}
+    orch_steps: list[dict[str, float]] = []
+    with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
+        for r in range(repeats):
+            pair = run_pair(setup, next(cycles), r)
+            for which, (wall, _, _) in pair.items():
+                walls[which].append(wall)
+            orch_steps.append(pair["orchestrated"][1])
+            print(
+                f"heartbeats off, repeat {r + 1}: plain {walls['plain'][-1]:.3f} s, "
+                f"orchestrated {walls['orchestrated'][-1]:.3f} s",
+                flush=True,
+            )
+    return walls, orch_steps
+
+
+def measure_fresh_processes(
+    setup_path: Path, repeats: int, cycles: Iterator[int], api_url: str, tmp: Path
+) -> dict[str, dict[str, list[dict[str, Any]]]]:
+    """``repeats`` cycles of each path in a fresh interpreter each, with and without a
+    bytecode cache, against the running Prefect server."""
+    base = {**os.environ, "PREFECT_API_URL": api_url}
+    cached = {**base, "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
+    cached.pop("PYTHONDONTWRITEBYTECODE", None)
+    modes = {
+        "bytecode cache": cached,
+        "no bytecode cache": {**base, "PYTHONDONTWRITEBYTECODE": "1"},
+    }
+    cold = {}
+    for mode, env in modes.items():
+        if mode == "bytecode cache":  # fill the cache (in the temp dir), untimed
+            k = next(cycles)
+            for which in PATHS:
+                spawn(which, setup_path, k, env)
+        runs: dict[str, list[dict[str, Any]]] = {which: [] for which in PATHS}
+        for r in range(repeats):
+            k = next(cycles)
+            for which in PATHS if r % 2 == 0 else PATHS[::-1]:
+                runs[which].append(spawn(which, setup_path, k, env))
+            p_, o_ = runs["plain"][-1], runs["orchestrated"][-1]
+            print(
+                f"fresh process, {mode}, {r + 1}: plain {p_['process_s']:.2f} s (cycle "
+                f"{p_['cycle_s']:.2f}), orchestrated {o_['process_s']:.2f} s (cycle "
+                f"{o_['cycle_s']:.2f}); same batch: {p_['batch'] == o_['batch']}",
+                flush=True,
+            )
+        cold[mode] = runs
+    return cold
+
+
+def summarize_in_process(plain: list[Timing], orch: list[Timing], agree: list[bool]) -> dict:
+    """Medians, overhead and where it goes, for the in-process pairs."""
+    p_walls, o_walls = [w for w, _ in plain], [w for w, _ in orch]
+    p_med, o_med = statistics.median(p_walls), statistics.median(o_walls)
+    p_steps, o_steps = med_steps([st for _, st in plain]), med_steps([st for _, st in orch])
+    mlflow_s = o_steps.get("MLflow log_cycle", 0.0) + o_steps.get("MLflow log_decision", 0.0)
+    stages_s = sum(o_steps.get(s, 0.0) - p_steps.get(s, 0.0) for s in p_steps)
+    engine_s = o_med - sum(o_steps.values())
+    attribution = {
+        "MLflow (log_cycle + log_decision tasks)": mlflow_s,
+        "storage (every Store read and write: state, ledgers, stop set, snapshot, "
+        "checkpoints)": o_steps.get("storage", 0.0),
+        "Prefect task calls and the stages' own work (orchestrated − plain wall of the "
+        "stages, MLflow and storage excluded)": stages_s,
+        "Prefect flow engine (flow-run creation, states, and the wait for the heartbeat "
+        "thread's 1 s tick at exit: wall − sum of steps)": engine_s,
+    }
+    return {
+        "plain": {
+            "walls": p_walls,
+            "wall_median": p_med,
+            "steps_median": p_steps,
+            "steps": [st for _, st in plain],
+        },
+        "orchestrated": {
+            "walls": o_walls,
+            "wall_median": o_med,
+            "steps_median": o_steps,
+            "steps": [st for _, st in orch],
+        },
+        "same_output": all(agree),
+        "overhead": (o_med - p_med) / o_med,
+        "overhead_per_repeat": [(o - p) / o for p, o in zip(p_walls, o_walls, strict=True)],
+        "target": TARGET,
+        "met": (o_med - p_med) / o_med <= TARGET,
+        "attribution": attribution,
+        "overhead_without_mlflow": (o_med - mlflow_s - p_med) / (o_med - mlflow_s),
+    }
+
+
+def summarize_heartbeats_off(walls: dict[str, list[float]], steps: list[dict[str, float]]) -> dict:
+    hp, ho = statistics.median(walls["plain"]), statistics.median(walls["orchestrated"])
+    o_steps = med_steps(steps)
+    return {
+        "plain_walls": walls["plain"],
+        "orchestrated_walls": walls["orchestrated"],
+        "plain_median": hp,
+        "orchestrated_median": ho,
+        "orchestrated_steps_median": o_steps,
+        "engine_s": ho - sum(o_steps.values()),
+        "overhead": (ho - hp) / ho,
+    }
+
+
+def summarize_fresh(cold: dict[str, dict[str, list[dict[str, Any]]]]) -> dict:
+    out = {}
+    for mode, runs in cold.items():
+        cp = statistics.median(c["process_s"] for c in runs["plain"])
+        co = statistics.median(c["process_s"] for c in runs["orchestrated"])
+        out[mode] = {
+            "plain_process_s": cp,
+            "orchestrated_process_s": co,
+            "plain_cycle_s": statistics.median(c["cycle_s"] for c in runs["plain"]),
+            "orchestrated_cycle_s": statistics.median(c["cycle_s"] for c in runs["orchestrated"]),
+            "orchestrated_steps_median": med_steps([c["steps"] for c in runs["orchestrated"]]),
+            "plain_steps_median": med_steps([c["steps"] for c in runs["plain"]]),
+            "overhead": (co - cp) / co,
+            "runs": runs,
+        }
+    return out
+
+
+def parse_args() -> argparse.Namespace:
     ap = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
@@ -751,28 +1005,26 @@ def main() -> None:
     )
     ap.add_argument("--no-profile", action="store_true", help="skip the cProfile run")
     ap.add_argument("--out", type=Path, default=RESULTS, help="output directory")
-    ap.add_argument("--child", choices=["plain", "orchestrated"], help=argparse.SUPPRESS)
+    ap.add_argument("--child", choices=list(PATHS), help=argparse.SUPPRESS)
     ap.add_argument("--setup", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--k", type=int, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    if args.child:
-        run_child(args.child, args.setup, args.k)
-        return
-    if args.repeats < 1:
+    if not args.child and args.repeats < 1:
         ap.error("--repeats must be >= 1")
+    return args
 
+
+def run_bench(args: argparse.Namespace) -> dict[str, Any]:
+    """Set up, start the Prefect test server, measure; the results as ``report`` reads them."""
     import mlflow
     import prefect
     import sklearn
-    from prefect.settings import (
-        PREFECT_API_URL,
-        PREFECT_FLOWS_HEARTBEAT_FREQUENCY,
-        temporary_settings,
-    )
+    from prefect.settings import PREFECT_API_URL
     from prefect.testing.utilities import prefect_test_harness
 
     load_start = loadavg()
     started = time.perf_counter()
+    cycles = itertools.count(FIRST_CYCLE)
     with tempfile.TemporaryDirectory(prefix="loopwise-overhead-") as tmpdir:
         tmp = Path(tmpdir)
         t0 = time.perf_counter()
@@ -793,133 +1045,25 @@ def main() -> None:
                 flush=True,
             )
             flows()["warmup"]()
-            k = FIRST_CYCLE
-            w_plain = _timed(plain_cycle, setup, k)[0]
-            w_orch = _timed(orchestrated, setup, k)[0]
+            k = next(cycles)
+            warmup = {which: run_path(which, setup, k)[0] for which in PATHS}
             print(
                 f"warm-up (first cycle in this process, MLflow database created): plain "
-                f"{w_plain:.2f} s, orchestrated {w_orch:.2f} s",
+                f"{warmup['plain']:.2f} s, orchestrated {warmup['orchestrated']:.2f} s",
                 flush=True,
             )
-            plain: list[tuple[float, dict[str, float]]] = []
-            orch: list[tuple[float, dict[str, float]]] = []
-            agree = []
-            for r in range(args.repeats):
-                k += 1
-                outs = {}
-                for which in ("plain", "orch") if r % 2 == 0 else ("orch", "plain"):
-                    fn = plain_cycle if which == "plain" else orchestrated
-                    wall, steps, outs[which] = _timed(fn, setup, k)
-                    (plain if which == "plain" else orch).append((wall, steps))
-                same = (
-                    outs["plain"]["records"] == outs["orch"]["records"]
-                    and outs["plain"]["accuracy"] == outs["orch"]["accuracy"]
-                )
-                agree.append(same)
-                print(
-                    f"repeat {r + 1}: plain {plain[-1][0]:.3f} s, orchestrated {orch[-1][0]:.3f} s, "
-                    f"overhead {100 * (orch[-1][0] - plain[-1][0]) / orch[-1][0]:.1f} %, "
-                    f"same batch and accuracy: {same}",
-                    flush=True,
-                )
+            plain, orch, agree = measure_in_process(setup, args.repeats, cycles)
             profile = None
             if not args.no_profile:
-                k += 1
-                profile = profile_once(setup, k)
+                profile = profile_once(setup, next(cycles))
                 print(f"profiled cycle: {profile['wall_s']:.2f} s", flush=True)
-            # Diagnostic: the same pairs with flow-run heartbeats off. Prefect's heartbeat
-            # thread sleeps in 1 s ticks and the flow run joins it on exit, so with the
-            # default (180 s) every flow run ends on the next whole second of its run time.
-            nohb: dict[str, list[float]] = {"plain": [], "orchestrated": []}
-            nohb_steps: list[dict[str, float]] = []
-            with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-                for r in range(args.repeats):
-                    k += 1
-                    for which in ("plain", "orch") if r % 2 == 0 else ("orch", "plain"):
-                        fn = plain_cycle if which == "plain" else orchestrated
-                        wall, steps, _ = _timed(fn, setup, k)
-                        nohb["plain" if which == "plain" else "orchestrated"].append(wall)
-                        if which == "orch":
-                            nohb_steps.append(steps)
-                    print(
-                        f"heartbeats off, repeat {r + 1}: plain {nohb['plain'][-1]:.3f} s, "
-                        f"orchestrated {nohb['orchestrated'][-1]:.3f} s",
-                        flush=True,
-                    )
+            nohb, nohb_steps = measure_heartbeats_off(setup, args.repeats, cycles)
             cold = {}
             if args.cold_repeats:
-                base = {**os.environ, "PREFECT_API_URL": str(api_url)}
-                cached = {**base, "PYTHONPYCACHEPREFIX": str(tmp / "pycache")}
-                cached.pop("PYTHONDONTWRITEBYTECODE", None)
-                modes = {
-                    "bytecode cache": cached,
-                    "no bytecode cache": {**base, "PYTHONDONTWRITEBYTECODE": "1"},
-                }
-                for mode, env in modes.items():
-                    if mode == "bytecode cache":  # fill the cache (in the temp dir), untimed
-                        k += 1
-                        for which in ("plain", "orchestrated"):
-                            spawn(which, setup_path, k, env)
-                    runs: dict[str, list[dict[str, Any]]] = {"plain": [], "orchestrated": []}
-                    for r in range(args.cold_repeats):
-                        k += 1
-                        order = (
-                            ("plain", "orchestrated") if r % 2 == 0 else ("orchestrated", "plain")
-                        )
-                        for which in order:
-                            runs[which].append(spawn(which, setup_path, k, env))
-                        p_, o_ = runs["plain"][-1], runs["orchestrated"][-1]
-                        print(
-                            f"fresh process, {mode}, {r + 1}: plain {p_['process_s']:.2f} s (cycle "
-                            f"{p_['cycle_s']:.2f}), orchestrated {o_['process_s']:.2f} s (cycle "
-                            f"{o_['cycle_s']:.2f}); same batch: {p_['batch'] == o_['batch']}",
-                            flush=True,
-                        )
-                    cold[mode] = runs
-    load_end = loadavg()
-
-    p_walls, o_walls = [w for w, _ in plain], [w for w, _ in orch]
-    p_med, o_med = statistics.median(p_walls), statistics.median(o_walls)
-    p_steps, o_steps = med_steps([st for _, st in plain]), med_steps([st for _, st in orch])
-    mlflow_s = o_steps.get("MLflow log_cycle", 0.0) + o_steps.get("MLflow log_decision", 0.0)
-    storage_s = o_steps.get("checkpoints + state", 0.0) + max(
-        0.0, o_steps.get("labeled rows", 0.0) - p_steps.get("labeled rows", 0.0)
-    )
-    compute_steps = [s for s in p_steps if s != "labeled rows"]
-    prefect_tasks_s = sum(o_steps.get(s, 0.0) - p_steps.get(s, 0.0) for s in compute_steps)
-    engine_s = o_med - sum(o_steps.values())
-    attribution = {
-        "MLflow (log_cycle + log_decision tasks)": mlflow_s,
-        "storage (snapshot write + read, ledgers, stop set, checkpoints, state; with its task)": storage_s,
-        "Prefect task calls (orchestrated − plain wall of the other steps)": prefect_tasks_s,
-        "Prefect flow engine (flow-run creation, states, and the wait for the heartbeat "
-        "thread's 1 s tick at exit: wall − sum of steps)": engine_s,
-    }
-    hp, ho = statistics.median(nohb["plain"]), statistics.median(nohb["orchestrated"])
-    heartbeat_off = {
-        "plain_walls": nohb["plain"],
-        "orchestrated_walls": nohb["orchestrated"],
-        "plain_median": hp,
-        "orchestrated_median": ho,
-        "orchestrated_steps_median": med_steps(nohb_steps),
-        "engine_s": ho - sum(med_steps(nohb_steps).values()),
-        "overhead": (ho - hp) / ho,
-    }
-    cold_summary = {}
-    for mode, runs in cold.items():
-        cp = statistics.median(c["process_s"] for c in runs["plain"])
-        co = statistics.median(c["process_s"] for c in runs["orchestrated"])
-        cold_summary[mode] = {
-            "plain_process_s": cp,
-            "orchestrated_process_s": co,
-            "plain_cycle_s": statistics.median(c["cycle_s"] for c in runs["plain"]),
-            "orchestrated_cycle_s": statistics.median(c["cycle_s"] for c in runs["orchestrated"]),
-            "orchestrated_steps_median": med_steps([c["steps"] for c in runs["orchestrated"]]),
-            "plain_steps_median": med_steps([c["steps"] for c in runs["plain"]]),
-            "overhead": (co - cp) / co,
-            "runs": runs,
-        }
-    res = {
+                cold = measure_fresh_processes(
+                    setup_path, args.cold_repeats, cycles, str(api_url), tmp
+                )
+    return {
         "rows": args.rows,
         "pool_rows": setup["pool_rows"],
         "holdout_rows": setup["holdout_rows"],
@@ -930,32 +1074,14 @@ def main() -> None:
         "repeats": args.repeats,
         "server": "prefect.testing.utilities.prefect_test_harness: temporary SQLite database, "
         "API server in a subprocess; start-up not timed",
-        "warmup_s": {"plain": w_plain, "orchestrated": w_orch},
-        "plain": {
-            "walls": p_walls,
-            "wall_median": p_med,
-            "steps_median": p_steps,
-            "steps": [st for _, st in plain],
-        },
-        "orchestrated": {
-            "walls": o_walls,
-            "wall_median": o_med,
-            "steps_median": o_steps,
-            "steps": [st for _, st in orch],
-        },
-        "same_output": all(agree),
-        "overhead": (o_med - p_med) / o_med,
-        "overhead_per_repeat": [(o - p) / o for p, o in zip(p_walls, o_walls, strict=True)],
-        "target": TARGET,
-        "met": (o_med - p_med) / o_med <= TARGET,
-        "attribution": attribution,
-        "overhead_without_mlflow": (o_med - mlflow_s - p_med) / (o_med - mlflow_s),
-        "heartbeats_off": heartbeat_off,
-        "fresh_process": cold_summary,
+        "warmup_s": warmup,
+        **summarize_in_process(plain, orch, agree),
+        "heartbeats_off": summarize_heartbeats_off(nohb, nohb_steps),
+        "fresh_process": summarize_fresh(cold),
         "venv_has_bytecode": (Path(prefect.__file__).parent / "__pycache__").is_dir(),
         "profile": profile,
         "load_start": load_start,
-        "load_end": load_end,
+        "load_end": loadavg(),
         "cpus": os.cpu_count(),
         "bench_wall_s": time.perf_counter() - started,
         "threads_env": {v: os.environ.get(v) for v in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS")},
@@ -967,6 +1093,14 @@ def main() -> None:
             "pandas": pd.__version__,
         },
     }
+
+
+def main() -> None:
+    args = parse_args()
+    if args.child:
+        run_child(args.child, args.setup, args.k)
+        return
+    res = run_bench(args)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cycle_overhead.json").write_text(json.dumps(res, indent=2) + "\n")
     (args.out / "cycle_overhead.md").write_text(report(res))

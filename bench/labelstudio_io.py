@@ -1,15 +1,20 @@
 """Label Studio I/O cost and adaptive overlap, measured against a real local server.
 
 - Dispatch: ``tasks.labelstudio.dispatch_batch`` of N tasks (payload building,
-  dedupe check, ledger writes, chunks of 500) vs one raw ``import_tasks`` of the
-  same payload, each into a fresh project; median of ``--repeats``.
+  dedupe check, ledger writes, chunks of ``tasks.labelstudio.CHUNK``) vs one raw
+  ``import_tasks`` of the same payload, each into a fresh project; median of
+  ``--repeats``.
 - Collect: ``tasks.labelstudio.collect_annotations`` (first poll: export, parse,
   check every annotation, append to the ledger) of N finished tasks vs a raw JSON
   export of the same project; and an incremental poll after 20 new annotations.
 - Adaptive overlap: accepted-label accuracy and annotations paid, full overlap (3
   per item) vs adaptive, with simulated annotators and a real model's confidences.
 
-Writes bench/results/labelstudio_io.{json,md}. ``python bench/labelstudio_io.py``
+Each Loopwise call is what a fresh run does: a new :class:`storage.campaign.Ledgers` on
+the project's store (nothing cached from an earlier call).
+
+Writes labelstudio_io.{json,md} to ``--out`` (default bench/results).
+``python bench/labelstudio_io.py``
 """
 
 from __future__ import annotations
@@ -34,6 +39,8 @@ from devstack import labelstudio_server as lss  # noqa: E402
 from loopwise.consensus import AdaptiveOverlap, AnnotatorProfile, simulate_adaptive_overlap  # noqa: E402
 from loopwise.labelstudio import task_payload  # noqa: E402
 from loopwise.simulate import default_model  # noqa: E402
+from storage.campaign import Ledgers  # noqa: E402
+from storage.store import Store  # noqa: E402
 from tasks import labelstudio as ls  # noqa: E402
 
 LABELS = ["neg", "pos", "neutral"]
@@ -52,6 +59,11 @@ def _batch(n: int) -> list[dict]:
     ]
 
 
+def _ledgers(store_root: Path, project_id: int) -> Ledgers:
+    """The project's ledgers as a new run opens them (nothing read yet)."""
+    return Ledgers(Store(store_root), project_id)
+
+
 def _timed(fn) -> float:
     t = time.perf_counter()
     fn()
@@ -59,7 +71,8 @@ def _timed(fn) -> float:
 
 
 def bench_dispatch(info, n: int, repeats: int, tmp: Path) -> dict:
-    client = ls.connect(info.url, info.token)
+    server = ls.LabelStudioTarget(info.url, info.token)
+    client = server.client()
     batch = _batch(n)
     payload = [
         task_payload(
@@ -76,8 +89,9 @@ def bench_dispatch(info, n: int, repeats: int, tmp: Path) -> dict:
     ]
     raw, ours = [], []
     for r in range(repeats):
-        p_raw = ls.ensure_project.fn(info.url, info.token, f"raw-{r}", LABELS, "text")
-        p_ours = ls.ensure_project.fn(info.url, info.token, f"ours-{r}", LABELS, "text")
+        p_raw = ls.ensure_project.fn(server, f"raw-{r}", LABELS, "text")
+        p_ours = ls.ensure_project.fn(server, f"ours-{r}", LABELS, "text")
+        store = tmp / f"store-d{r}"
         raw.append(
             _timed(
                 lambda p=p_raw: client.projects.import_tasks(
@@ -87,12 +101,10 @@ def bench_dispatch(info, n: int, repeats: int, tmp: Path) -> dict:
         )
         ours.append(
             _timed(
-                lambda p=p_ours, r=r: ls.dispatch_batch.fn(
-                    info.url,
-                    info.token,
-                    p,
+                lambda p=p_ours, store=store: ls.dispatch_batch.fn(
+                    server.for_project(p),
+                    _ledgers(store, p),
                     batch,
-                    store_root=str(tmp / f"store-d{r}"),
                     cycle=1,
                     model_version="m1",
                     labels=LABELS,
@@ -100,14 +112,8 @@ def bench_dispatch(info, n: int, repeats: int, tmp: Path) -> dict:
             )
         )
         again = _timed(
-            lambda p=p_ours, r=r: ls.dispatch_batch.fn(
-                info.url,
-                info.token,
-                p,
-                batch,
-                store_root=str(tmp / f"store-d{r}"),
-                cycle=1,
-                labels=LABELS,
+            lambda p=p_ours, store=store: ls.dispatch_batch.fn(
+                server.for_project(p), _ledgers(store, p), batch, cycle=1, labels=LABELS
             )
         )
     return {
@@ -122,9 +128,11 @@ def bench_dispatch(info, n: int, repeats: int, tmp: Path) -> dict:
 
 
 def bench_collect(info, n: int, repeats: int, tmp: Path) -> dict:
-    client = ls.connect(info.url, info.token)
+    server = ls.LabelStudioTarget(info.url, info.token)
+    client = server.client()
     me = client.users.whoami().id
-    pid = ls.ensure_project.fn(info.url, info.token, "collect", LABELS, "text")
+    pid = ls.ensure_project.fn(server, "collect", LABELS, "text")
+    target = server.for_project(pid)
     tasks = []
     for b in _batch(n):
         t = task_payload(b["item_id"], b["data"])
@@ -161,12 +169,12 @@ def bench_collect(info, n: int, repeats: int, tmp: Path) -> dict:
                 )
             )
         )
-        store = str(tmp / f"store-c{r}")
+        store = tmp / f"store-c{r}"
         out = {}
         ours.append(
             _timed(
                 lambda store=store, out=out: out.update(
-                    ls.collect_annotations.fn(info.url, info.token, pid, LABELS, store_root=store)
+                    ls.collect_annotations.fn(target, _ledgers(store, pid), LABELS)
                 )
             )
         )
@@ -189,9 +197,7 @@ def bench_collect(info, n: int, repeats: int, tmp: Path) -> dict:
         )
     out = {}
     inc = _timed(
-        lambda: out.update(
-            ls.collect_annotations.fn(info.url, info.token, pid, LABELS, store_root=store)
-        )
+        lambda: out.update(ls.collect_annotations.fn(target, _ledgers(store, pid), LABELS))
     )
     return {
         "n": n,

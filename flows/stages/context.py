@@ -67,6 +67,11 @@ class CampaignRun:
                 self.save(project_id=pid)
         return self._ledgers
 
+    def use_project(self, project_id: int) -> None:
+        """Work on a known Label Studio project without asking the server (benches, tools)."""
+        self._ledgers = Ledgers(self.store, project_id)
+        self.target = self.target.for_project(project_id)
+
     def experts(self) -> set[str]:
         """Label Studio user ids of ``labelstudio.reviewers`` (those who have an account)."""
         if self._experts is None:
