@@ -181,7 +181,9 @@ def wait_ready(
     info = servers.running(NAME, Path(run_dir))
     if info is None or info.get("url") != server.url:
         if not _healthy(server.url):
-            raise RuntimeError(f"no Prefect server at {server.url} (its process exited)")
+            log = Path(run_dir) / f"{NAME}.log"
+            tail = log.read_text(errors="replace")[-2000:] if log.exists() else ""
+            raise RuntimeError(f"the Prefect server for {server.url} exited:\n{tail}")
         return
     servers.wait_healthy(info, timeout)
 

@@ -16,7 +16,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["alive", "command_line", "group_alive", "terminate_group", "track"]
+__all__ = ["alive", "command_line", "group_alive", "start_time", "terminate_group", "track"]
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +61,18 @@ def command_line(pid: int) -> bytes | None:
     try:
         return Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
+        return None
+
+
+def start_time(pid: int) -> int | None:
+    """When ``pid`` started, in clock ticks since boot; None where /proc cannot tell.
+
+    Set at fork and never changed: a pid file that records it recognises its process
+    even before the child has exec'd, and never mistakes a reused pid for it.
+    """
+    try:
+        return int(Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[-1].split()[19])
+    except (OSError, ValueError, IndexError):
         return None
 
 

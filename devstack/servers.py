@@ -49,19 +49,23 @@ def _pid_file(name: str, run_dir: Path) -> Path:
 
 
 def running(name: str, run_dir: Path = RUN_DIR) -> dict | None:
-    """The recorded process of ``name`` if it is still alive (and still that program)."""
+    """The recorded process of ``name`` if it is still alive (and still the one recorded)."""
     path = _pid_file(name, run_dir)
     try:
         info = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
     pid = int(info["pid"])
-    cmdline = processes.command_line(pid) if processes.alive(pid) else b""
-    # A pid file that outlived a reboot may name an unrelated process: check its program.
-    if cmdline is not None and os.fsencode(info["argv"][0]) not in cmdline:
+    if not processes.alive(pid) or _pid_reused(pid, info.get("started")):
         path.unlink(missing_ok=True)
         return None
     return info
+
+
+def _pid_reused(pid: int, recorded: int | None) -> bool:
+    """A pid file that outlived its process may name another one since: compare start times."""
+    started = processes.start_time(pid)
+    return None not in (started, recorded) and started != recorded
 
 
 def wait_http(url: str, timeout: float, pid: int | None = None, log: Path | None = None) -> None:
@@ -147,6 +151,7 @@ def _spawn(
         "log": str(log),
         "run_dir": str(run_dir),
         "argv": list(argv),
+        "started": processes.start_time(proc.pid),
     }
     _pid_file(name, run_dir).write_text(json.dumps(info))
     return info
