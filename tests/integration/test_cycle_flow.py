@@ -4,14 +4,20 @@ A small synthetic campaign runs from its cold start to a stop decision while
 simulated annotators answer in Label Studio between runs. Crashes are injected
 after the side effect of each stage, then the run is repeated: no task is sent
 twice, no annotation is lost, no cycle is logged twice, and no extra next run is
-created.
+created. The campaign runs once (the ``campaign`` fixture); each test checks one
+claim on what it left behind. Shorter scenarios follow it.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,201 +174,562 @@ def _create_deployment(name: str):
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# The campaign: cold start → a crash injected at each stage, each followed by a rerun → stop.
+# It runs once (module fixture); the tests below each check one claim on what it left behind.
+
+# A crash point per stage, in the order runs reach them: (module, attribute, how). "after"
+# lets the call do its work and then dies (the hardest place for a crash); "instead" fails
+# without doing the work. A crash stays armed until a run reaches it; the run after a crash
+# is the rerun.
+CRASH_POINTS = [
+    # cold start: tasks imported, receipt not kept
+    ("tasks.labelstudio", "dispatch_batch", "after"),
+    ("flows.cycle", "consensus_qc", "after"),
+    ("flows.cycle", "log_cycle", "after"),  # the MLflow run exists, the checkpoint does not
+    ("flows.cycle", "stopping_decision", "after"),
+    ("flows.cycle", "select_batch", "after"),
+    ("tasks.labelstudio", "dispatch_batch", "after"),
+    ("flows._common", "schedule_next_run", "after"),  # the next run exists, the state does not know
+    ("flows.cycle", "write_report", "instead"),  # stopped, and the final report failed
+]
+MAX_RUNS = 40
+PLANTED = ["bad-missing", "bad-range", "bad-text"]
+COST_PER_ANNOTATION = 0.1  # budget.cost_per_annotation in _write_campaign
+STOP_RULES = ("label_budget", "plateau", "marginal_gain", "pool_exhausted")
+
+
+@dataclass
+class RunRecord:
+    """One run of the cycle flow and what the servers and the store held right after it."""
+
+    crash: str | None  # "module.attribute" of the injected crash it died of, else None
+    out: dict[str, Any] | None  # what the flow returned (None when it crashed)
+    items: list[str]  # data.item_id of every task of the project in Label Studio
+    annotation_ids: set[int]  # annotation ids in the campaign's annotation ledger
+
+
+@dataclass
+class Campaign:
+    """Everything the campaign left behind, read once after its last run."""
+
+    name: str
+    path: Path
+    runs: list[RunRecord]
+    unreached: list[str]  # crash points no run reached
+    state: dict[str, Any]
+    quarantined: list[dict[str, Any]]
+    items: list[str]  # the project's tasks in Label Studio at the end
+    labels: list[dict[str, Any]]  # the labels ledger
+    annotations: dict[int, dict[str, Any]]  # annotation id → its latest ledger row
+    batches: dict[int, list[dict[str, Any]]]  # cycle → the selected batch
+    report: dict[str, Any] | None
+    page: str | None  # reports/report.html
+    mlflow_runs: list[Any]
+    champion: Any  # the model version with the "champion" alias, or None
+    last_run_artifacts: list[str]  # artifact paths under report/ of the last cycle's run
+    next_runs: list[Any]  # flow runs created for the campaign's deployment
+    report_artifacts: list[Any]  # Prefect artifacts with key <name>-report
+    cli_status: Any
+    cli_report: Any
+    cli_report_page: str | None
+    log_lines: list[str]  # what the flow and task runs printed or logged
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The outputs of the runs that did not crash, in order."""
+        return [r.out for r in self.runs if r.out is not None]
+
+    @property
+    def trained(self) -> list[int]:
+        """The cycles in the campaign's history."""
+        return [h["cycle"] for h in self.state["history"]]
+
+    @property
+    def paid(self) -> int:
+        """Annotations that cost money: the submitted ones, each counted once."""
+        return sum(a["status"] in ("accepted", "rejected") for a in self.annotations.values())
+
+    def expected_control_estimates(self) -> list[tuple[int, int, int]]:
+        """(cycle, n, correct) of the labeled control items that a trained model guessed."""
+        truth = {r["item_id"]: r["label"] for r in self.labels}
+        expected = []
+        for k, batch in sorted(self.batches.items()):
+            pairs = [
+                (b["prediction_label"], truth[b["item_id"]])
+                for b in batch
+                if b["control"] and b["prediction_label"] and b["item_id"] in truth
+            ]
+            if pairs:
+                expected.append((k, len(pairs), sum(p == t for p, t in pairs)))
+        return expected
+
+
 class _Crash(RuntimeError):
     pass
 
 
-def _crash_after(monkeypatch, module, name: str) -> None:
-    """Make ``module.name`` do its work, then die (the hardest place for a crash)."""
+def _arm(mp: pytest.MonkeyPatch, point: tuple[str, str, str]) -> None:
+    """Replace ``module.attribute`` by a version that crashes after (or instead of) its work."""
+    module_name, name, how = point
+    module = importlib.import_module(module_name)
     real = getattr(module, name)
 
-    def crashing(*args, **kwargs):
+    def crash_after(*args, **kwargs):
         real(*args, **kwargs)
         raise _Crash(f"injected crash after {name}")
 
-    monkeypatch.setattr(module, name, crashing)
-
-
-def _fail_instead(monkeypatch, module, name: str) -> None:
-    """Make ``module.name`` fail without doing its work."""
-
-    def failing(*args, **kwargs):
+    def fail_instead(*args, **kwargs):
         raise _Crash(f"injected failure of {name}")
 
-    monkeypatch.setattr(module, name, failing)
+    mp.setattr(module, name, crash_after if how == "after" else fail_instead)
 
 
-def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
-    harness, label_studio, ls_client, tmp_path, monkeypatch
-):
+class _Lines(logging.Handler):
+    """Keeps the messages of the Prefect run loggers (the flows print through them)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _project_id(ls_client, title: str) -> int | None:
+    found = [p for p in ls_client.projects.list(title=title) if p.title == title]
+    return int(found[0].id) if found else None
+
+
+def _observe(ls_client, store: Store, title: str, crash: str | None, out) -> RunRecord:
+    pid = _project_id(ls_client, title)
+    if pid is None:
+        return RunRecord(crash, out, [], set())
+    ledger = store.read_jsonl(f"annotations/{pid}.jsonl")
+    return RunRecord(
+        crash, out, _server_items(ls_client, title), {r["annotation_id"] for r in ledger}
+    )
+
+
+@pytest.fixture(scope="module")
+def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Campaign]:
+    """Runs the campaign once to its stop, through every crash point; returns what it left."""
     import mlflow
-
-    import flows._common as common
-    import flows.cycle as cycle_mod
-    import tasks.labelstudio as ls_tasks
-    from flows.cycle import cycle
-    from loopwise.config import load_campaign
-
-    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
-    name = f"flowtest-{next(_names)}"
-    campaign = _write_campaign(tmp_path, label_studio, name=name)
-    cfg = load_campaign(campaign)
-    deployment_id = _create_deployment(name)
-    store = Store(f"{cfg.storage_root}/{name}")
-
-    # A crash point per stage, in the order runs reach them. A crash stays armed
-    # until a run reaches its point; the run after a crash is the rerun.
-    pending = [
-        (ls_tasks, "dispatch_batch"),  # cold start: tasks imported, receipt not kept
-        (cycle_mod, "consensus_qc"),
-        (cycle_mod, "log_cycle"),  # the MLflow run exists, the checkpoint does not
-        (cycle_mod, "stopping_decision"),
-        (cycle_mod, "select_batch"),
-        (ls_tasks, "dispatch_batch"),
-        (common, "schedule_next_run"),  # the next run exists, the state does not know
-        (cycle_mod, "write_report", "instead"),  # stopped, and the final report failed
-    ]
-    results, annotated_ids, crashed = [], set(), 0
-    for _ in range(40):
-        with monkeypatch.context() as mp:
-            if pending:
-                inject = _fail_instead if len(pending[0]) == 3 else _crash_after
-                inject(mp, *pending[0][:2])
-            try:
-                out = cycle(campaign=str(campaign))
-            except _Crash:
-                pending.pop(0)
-                crashed += 1
-                continue
-        results.append(out)
-        items = _server_items(ls_client, cfg.project_title)
-        assert len(items) == len(set(items)), "an item was sent to Label Studio twice"
-        ledger = store.read_jsonl(f"annotations/{_pid(ls_client, cfg)}.jsonl")
-        ids = {r["annotation_id"] for r in ledger}
-        assert annotated_ids <= ids, "an annotation disappeared from the ledger"
-        annotated_ids = ids
-        if out["status"] == "stopped":
-            break
-        _annotate(label_studio, campaign, seed=len(results))
-    else:
-        pytest.fail(f"no stop decision after 40 runs: {results[-3:]}")
-    assert crashed == 8 and not pending, f"crash points never reached: {pending}"
-
-    # The planted bad rows were quarantined (once each, with a reason) and never sent.
-    quarantined = store.read_jsonl("quarantine/pool.jsonl")
-    assert sorted(r["id"] for r in quarantined) == ["bad-missing", "bad-range", "bad-text"]
-    assert all(r["reason"] for r in quarantined)
-    assert not {"bad-missing", "bad-range", "bad-text"} & set(
-        _server_items(ls_client, cfg.project_title)
-    )
-    state = store.read_json("state.json")
-    trained = [h["cycle"] for h in state["history"]]
-    assert len(trained) >= 3 and trained == sorted(set(trained))
-    assert state["stopped"] and state["decision"]["stop"]
-    assert state["decision"]["rule"] in (
-        "label_budget",
-        "plateau",
-        "marginal_gain",
-        "pool_exhausted",
-    )
-    # Labels: each accepted item once, all of them sent items.
-    labels = store.read_jsonl(f"labels/{_pid(ls_client, cfg)}.jsonl")
-    assert len({r["item_id"] for r in labels}) == len(labels)
-    assert {r["item_id"] for r in labels} <= set(_server_items(ls_client, cfg.project_title))
-    # MLflow: exactly one run per trained cycle; the champion is the best holdout accuracy.
-    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    runs = client.search_runs([exp.experiment_id])
-    assert sorted(int(r.data.tags["loopwise.cycle"]) for r in runs) == trained
-    champion = client.get_model_version_by_alias(f"loopwise-{name}", "champion")
-    best = max(r.data.metrics["accuracy"] for r in runs)
-    assert float(champion.tags["holdout_accuracy"]) == pytest.approx(best)
-    # Next runs: one per go decision (dispatch or re-check), none after the stop.
-    flow_runs = _next_runs(deployment_id)
-    keys = [r.idempotency_key for r in flow_runs]
-    assert len(keys) == len(set(keys))
-    go_runs = sum(r["status"] in ("dispatched", "waiting") for r in results)
-    assert len(flow_runs) == go_runs, (sorted(keys), [r["status"] for r in results])
-
-    # The control share: a tenth of every batch, drawn at random, marked, never scored.
-    from loopwise.batch import control_count
-
-    batches = {
-        k: store.read_json(f"cycles/{k:04d}/selected.json")["batch"]
-        for k in range(state["cycle"] + 1)
-        if store.exists(f"cycles/{k:04d}/selected.json")
-    }
-    for k, batch in batches.items():
-        control = [b for b in batch if b["control"]]
-        assert len(control) == control_count(len(batch), 0.1)
-        assert (len(control) >= 1) == (len(batch) >= 2), k
-        assert all(b["query_score"] is None for b in control)
-        assert all(b["query_score"] is not None for b in batch if not b["control"])
-
-    # The final report, written when the campaign stopped: its numbers are the ledger's.
-    report = store.read_json("reports/report.json")
-    annotations = {}
-    for row in store.read_jsonl(f"annotations/{_pid(ls_client, cfg)}.jsonl"):
-        annotations[row["annotation_id"]] = row  # the latest version of each
-    paid = sum(a["status"] in ("accepted", "rejected") for a in annotations.values())
-    assert report["labels"] == len(labels)
-    assert report["annotations"] == paid
-    assert report["spent"] == pytest.approx(paid * 0.1)
-    assert report["history"] == state["history"]
-    assert report["metric"] == state["history"][-1]["metric"]
-    # Annotators by name (the Label Studio users the simulator created), with their ids.
-    answered_by = {a["annotator"] for a in annotations.values()}
-    assert {a["annotator"] for a in report["annotators"]} == answered_by
-    assert {a["name"] for a in report["annotators"]} == {p.name for p in PROFILES}
-    truth = {r["item_id"]: r["label"] for r in labels}
-    expected = []
-    for k, batch in sorted(batches.items()):
-        pairs = [
-            (b["prediction_label"], truth[b["item_id"]])
-            for b in batch
-            if b["control"] and b["prediction_label"] and b["item_id"] in truth
-        ]
-        if pairs:
-            expected.append((k, len(pairs), sum(p == t for p, t in pairs)))
-    assert [(e["cycle"], e["n"], e["correct"]) for e in report["control_estimates"]] == expected
-    assert expected, "no control item of a trained model was labeled"
-    assert [d["cycle"] for d in report["decisions"]] == trained
-    assert report["decisions"][-1]["reason"] == state["decision"]["reason"]
-    n_control_labels = [p["labels"] for p in report["random_curve"]]
-    assert n_control_labels == sorted(n_control_labels) and n_control_labels
-    assert max(n_control_labels) <= sum(b["control"] for bt in batches.values() for b in bt)
-    page = store.path("reports/report.html").read_text()
-    assert f"{report['labels']:,}" in page and f"{report['spent']:,.2f}" in page
-    assert page.count("data:image/png;base64,") == 2 and "<script" not in page
-    assert all(f"{a['name']} (#{a['annotator']})" in page for a in report["annotators"])
-    last_run = max(runs, key=lambda r: int(r.data.tags["loopwise.cycle"]))
-    assert "report/report.html" in [
-        a.path for a in client.list_artifacts(last_run.info.run_id, "report")
-    ]
+    from mlflow.exceptions import MlflowException
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as pc:
-        found = pc.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-report"]))
-        )
-    assert found and f"{report['labels']:,}" in found[-1].data
-
-    # The command line reads the same campaign: status from the store, report on demand.
     from typer.testing import CliRunner
 
     from flows.cli import app
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
 
-    cli = CliRunner()
-    res = cli.invoke(app, ["status", str(campaign)])
+    tmp = tmp_path_factory.mktemp("campaign")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+        name = f"flowtest-{next(_names)}"
+        path = _write_campaign(tmp, label_studio, name=name)
+        cfg = load_campaign(path)
+        deployment_id = _create_deployment(name)
+        store = Store(f"{cfg.storage_root}/{name}")
+        title = cfg.project_title
+
+        pending = list(CRASH_POINTS)
+        runs: list[RunRecord] = []
+        lines = _Lines()
+        run_loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+        for lg in run_loggers:
+            lg.addHandler(lines)
+        try:
+            for _ in range(MAX_RUNS):
+                point = pending[0] if pending else None
+                with pytest.MonkeyPatch.context() as inject:
+                    if point:
+                        _arm(inject, point)
+                    try:
+                        out = cycle(campaign=str(path))
+                    except _Crash:
+                        out = None
+                crash = None
+                if out is None:
+                    crash = ".".join(pending.pop(0)[:2])
+                runs.append(_observe(ls_client, store, title, crash, out))
+                if out is None:
+                    continue
+                if out["status"] == "stopped":
+                    break
+                n_results = sum(r.out is not None for r in runs)
+                _annotate(label_studio, path, seed=n_results)
+        finally:
+            for lg in run_loggers:
+                lg.removeHandler(lines)
+
+        state = store.read_json("state.json")
+        pid = _project_id(ls_client, title)
+        annotations: dict[int, dict[str, Any]] = {}
+        for row in store.read_jsonl(f"annotations/{pid}.jsonl"):
+            annotations[row["annotation_id"]] = row  # the latest version of each
+        batches = {
+            k: store.read_json(f"cycles/{k:04d}/selected.json")["batch"]
+            for k in range(state["cycle"] + 1)
+            if store.exists(f"cycles/{k:04d}/selected.json")
+        }
+        page_path = store.path("reports/report.html")
+
+        client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        mlflow_runs = client.search_runs([exp.experiment_id]) if exp else []
+        try:
+            champion = client.get_model_version_by_alias(f"loopwise-{name}", "champion")
+        except MlflowException:
+            champion = None
+        last_run_artifacts = []
+        if mlflow_runs:
+            last = max(mlflow_runs, key=lambda r: int(r.data.tags["loopwise.cycle"]))
+            last_run_artifacts = [a.path for a in client.list_artifacts(last.info.run_id, "report")]
+        with get_client(sync_client=True) as pc:
+            report_artifacts = pc.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-report"]))
+            )
+
+        # The command line reads the same campaign: status from the store, report on demand.
+        cli = CliRunner()
+        cli_status = cli.invoke(app, ["status", str(path)])
+        cli_report = cli.invoke(app, ["report", str(path), "--output", str(tmp / "r.html")])
+        yield Campaign(
+            name=name,
+            path=path,
+            runs=runs,
+            unreached=[".".join(p[:2]) for p in pending],
+            state=state,
+            quarantined=store.read_jsonl("quarantine/pool.jsonl"),
+            items=_server_items(ls_client, title) if pid is not None else [],
+            labels=store.read_jsonl(f"labels/{pid}.jsonl"),
+            annotations=annotations,
+            batches=batches,
+            report=store.read_json("reports/report.json"),
+            page=page_path.read_text() if page_path.exists() else None,
+            mlflow_runs=mlflow_runs,
+            champion=champion,
+            last_run_artifacts=last_run_artifacts,
+            next_runs=_next_runs(deployment_id),
+            report_artifacts=report_artifacts,
+            cli_status=cli_status,
+            cli_report=cli_report,
+            cli_report_page=(tmp / "r.html").read_text() if (tmp / "r.html").exists() else None,
+            log_lines=lines.lines,
+        )
+
+
+# --- the runs: crashes, reruns, the stop ------------------------------------------------------
+
+
+def test_the_campaign_reaches_a_stop_decision(campaign):
+    assert campaign.results and campaign.results[-1]["status"] == "stopped", (
+        f"no stop decision after {MAX_RUNS} runs: {campaign.results[-3:]}"
+    )
+
+
+def test_every_injected_crash_point_is_reached(campaign):
+    crashed = [r.crash for r in campaign.runs if r.crash]
+    assert len(crashed) == len(CRASH_POINTS) and not campaign.unreached, (
+        f"crash points never reached: {campaign.unreached}"
+    )
+
+
+def test_no_item_is_sent_to_label_studio_twice(campaign):
+    twice = [
+        (i, r.crash, sorted({x for x in r.items if r.items.count(x) > 1}))
+        for i, r in enumerate(campaign.runs)
+        if len(r.items) != len(set(r.items))
+    ]
+    assert not twice, f"items sent twice (run, crash, items): {twice}"
+
+
+def test_no_annotation_disappears_from_the_ledger(campaign):
+    lost = [
+        (i, sorted(before.annotation_ids - after.annotation_ids))
+        for i, (before, after) in enumerate(itertools.pairwise(campaign.runs), start=1)
+        if not before.annotation_ids <= after.annotation_ids
+    ]
+    assert not lost, f"annotations gone from the ledger after run (run, ids): {lost}"
+
+
+def test_the_rerun_after_a_crash_after_dispatch_creates_no_task(campaign):
+    runs = campaign.runs
+    crashed = [i for i, r in enumerate(runs) if r.crash == "tasks.labelstudio.dispatch_batch"]
+    assert len(crashed) == 2, [r.crash for r in runs]
+    for i in crashed:
+        rerun = next((r for r in runs[i + 1 :] if r.out is not None), None)
+        assert rerun is not None, f"no run completed after the crash of run {i}"
+        assert sorted(rerun.items) == sorted(runs[i].items), "the rerun created tasks"
+        receipt = rerun.out["receipt"]
+        assert receipt["created"] == 0 and receipt["already_dispatched"] > 0, receipt
+
+
+def test_the_stop_is_announced_once_with_its_reason(campaign):
+    k, reason = campaign.state["cycle"], campaign.state["decision"]["reason"]
+    announced = [line for line in campaign.log_lines if line.startswith(f"cycle {k}: STOP")]
+    assert announced == [f"cycle {k}: STOP — {reason}"], announced
+
+
+# --- the campaign state -----------------------------------------------------------------------
+
+
+def test_the_state_records_the_stop_decision(campaign):
+    assert campaign.state["stopped"] and campaign.state["decision"]["stop"]
+
+
+def test_the_stop_is_made_by_a_known_rule(campaign):
+    assert campaign.state["decision"]["rule"] in STOP_RULES
+
+
+def test_the_history_has_each_trained_cycle_once_in_order(campaign):
+    assert campaign.trained == sorted(set(campaign.trained))
+
+
+def test_at_least_three_cycles_are_trained_before_the_stop(campaign):
+    assert len(campaign.trained) >= 3, campaign.trained
+
+
+# --- data validation --------------------------------------------------------------------------
+
+
+def test_the_planted_bad_rows_are_quarantined_once_each(campaign):
+    assert sorted(r["id"] for r in campaign.quarantined) == PLANTED
+
+
+def test_every_quarantined_row_has_a_reason(campaign):
+    assert all(r["reason"] for r in campaign.quarantined), campaign.quarantined
+
+
+def test_the_planted_bad_rows_are_never_sent_to_label_studio(campaign):
+    assert not set(PLANTED) & set(campaign.items)
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def test_each_accepted_item_is_labeled_once(campaign):
+    ids = [r["item_id"] for r in campaign.labels]
+    assert len(set(ids)) == len(ids)
+
+
+def test_every_label_is_for_an_item_sent_to_label_studio(campaign):
+    assert {r["item_id"] for r in campaign.labels} <= set(campaign.items)
+
+
+# --- MLflow -----------------------------------------------------------------------------------
+
+
+def test_exactly_one_mlflow_run_per_trained_cycle(campaign):
+    cycles = sorted(int(r.data.tags["loopwise.cycle"]) for r in campaign.mlflow_runs)
+    assert cycles == campaign.trained
+
+
+def test_the_champion_has_the_best_holdout_accuracy(campaign):
+    assert campaign.champion is not None, "no model version has the champion alias"
+    best = max(r.data.metrics["accuracy"] for r in campaign.mlflow_runs)
+    assert float(campaign.champion.tags["holdout_accuracy"]) == pytest.approx(best)
+
+
+def test_the_report_is_logged_to_the_last_cycle_run(campaign):
+    assert "report/report.html" in campaign.last_run_artifacts
+
+
+# --- next runs --------------------------------------------------------------------------------
+
+
+def test_next_runs_have_distinct_idempotency_keys(campaign):
+    keys = [r.idempotency_key for r in campaign.next_runs]
+    assert len(keys) == len(set(keys)), sorted(keys)
+
+
+def test_one_next_run_per_go_decision_and_none_after_the_stop(campaign):
+    go_runs = sum(r["status"] in ("dispatched", "waiting") for r in campaign.results)
+    assert len(campaign.next_runs) == go_runs, (
+        sorted(r.idempotency_key for r in campaign.next_runs),
+        [r["status"] for r in campaign.results],
+    )
+
+
+def test_no_next_run_is_scheduled_for_the_stopped_cycle(campaign):
+    k = campaign.state["cycle"]
+    after_stop = [r.idempotency_key for r in campaign.next_runs if f":c{k}:" in r.idempotency_key]
+    assert not after_stop, after_stop
+
+
+def test_next_runs_run_the_same_campaign(campaign):
+    params = [r.parameters for r in campaign.next_runs]
+    assert params and all(p == {"campaign": str(campaign.path)} for p in params), params
+
+
+# --- the control share: a tenth of every batch, drawn at random, marked, never scored ---------
+
+
+def test_each_batch_holds_its_control_share(campaign):
+    from loopwise.batch import control_count
+
+    assert campaign.batches, "no selected batch in the store"
+    wrong = {
+        k: (sum(b["control"] for b in batch), len(batch))
+        for k, batch in campaign.batches.items()
+        if sum(b["control"] for b in batch) != control_count(len(batch), 0.1)
+    }
+    assert not wrong, f"cycle: (control items, batch size) {wrong}"
+
+
+def test_a_batch_of_two_or_more_has_a_control_item_and_a_smaller_one_none(campaign):
+    wrong = [
+        k
+        for k, batch in campaign.batches.items()
+        if any(b["control"] for b in batch) != (len(batch) >= 2)
+    ]
+    assert not wrong, wrong
+
+
+def test_control_items_are_never_scored(campaign):
+    scored = [
+        (k, b["item_id"])
+        for k, batch in campaign.batches.items()
+        for b in batch
+        if b["control"] and b["query_score"] is not None
+    ]
+    assert not scored, scored
+
+
+def test_items_the_strategy_picked_carry_their_query_score(campaign):
+    unscored = [
+        (k, b["item_id"])
+        for k, batch in campaign.batches.items()
+        for b in batch
+        if not b["control"] and b["query_score"] is None
+    ]
+    assert not unscored, unscored
+
+
+# --- the final report: its numbers are the ledger's -------------------------------------------
+
+
+@pytest.fixture
+def report(campaign) -> dict[str, Any]:
+    assert campaign.report is not None, "reports/report.json was not written"
+    return campaign.report
+
+
+@pytest.fixture
+def page(campaign) -> str:
+    assert campaign.page is not None, "reports/report.html was not written"
+    return campaign.page
+
+
+def test_the_final_report_is_written_for_the_stopped_campaign(report, page):
+    assert report["stopped"] is True
+
+
+def test_the_report_counts_the_accepted_labels(campaign, report):
+    assert report["labels"] == len(campaign.labels)
+
+
+def test_the_report_counts_each_submitted_annotation_once_as_paid(campaign, report):
+    assert report["annotations"] == campaign.paid
+
+
+def test_the_report_spent_is_the_paid_annotations_at_their_price(campaign, report):
+    assert report["spent"] == pytest.approx(campaign.paid * COST_PER_ANNOTATION)
+
+
+def test_the_report_history_is_the_state_history(campaign, report):
+    assert report["history"] == campaign.state["history"]
+
+
+def test_the_report_metric_is_the_last_cycle_holdout_accuracy(campaign, report):
+    assert report["metric"] == campaign.state["history"][-1]["metric"]
+
+
+def test_the_report_lists_every_annotator_who_answered(campaign, report):
+    answered_by = {a["annotator"] for a in campaign.annotations.values()}
+    assert {a["annotator"] for a in report["annotators"]} == answered_by
+
+
+def test_the_report_names_annotators_as_their_label_studio_users(report):
+    assert {a["name"] for a in report["annotators"]} == {p.name for p in PROFILES}
+
+
+def test_some_control_item_of_a_trained_model_was_labeled(campaign):
+    assert campaign.expected_control_estimates(), "no control item of a trained model was labeled"
+
+
+def test_the_report_control_estimates_are_the_labeled_control_items(campaign, report):
+    got = [(e["cycle"], e["n"], e["correct"]) for e in report["control_estimates"]]
+    assert got == campaign.expected_control_estimates()
+
+
+def test_the_report_has_one_decision_per_trained_cycle(campaign, report):
+    assert [d["cycle"] for d in report["decisions"]] == campaign.trained
+
+
+def test_the_report_last_decision_gives_the_stop_reason(campaign, report):
+    assert report["decisions"][-1]["reason"] == campaign.state["decision"]["reason"]
+
+
+def test_the_report_random_curve_grows_with_the_control_labels(report):
+    n_control_labels = [p["labels"] for p in report["random_curve"]]
+    assert n_control_labels and n_control_labels == sorted(n_control_labels), n_control_labels
+
+
+def test_the_report_random_curve_uses_no_more_labels_than_control_items(campaign, report):
+    n_control = sum(b["control"] for batch in campaign.batches.values() for b in batch)
+    assert max(p["labels"] for p in report["random_curve"]) <= n_control
+
+
+def test_the_report_page_shows_the_labels_and_the_money_spent(report, page):
+    assert f"{report['labels']:,}" in page
+    assert f"{report['spent']:,.2f}" in page
+
+
+def test_the_report_page_is_self_contained_two_charts_no_script(page):
+    assert page.count("data:image/png;base64,") == 2
+    assert "<script" not in page
+
+
+def test_the_report_page_names_each_annotator_with_their_id(report, page):
+    missing = [a for a in report["annotators"] if f"{a['name']} (#{a['annotator']})" not in page]
+    assert not missing, missing
+
+
+def test_the_report_is_published_as_a_prefect_artifact(campaign, report):
+    assert campaign.report_artifacts, f"no {campaign.name}-report artifact"
+    assert f"{report['labels']:,}" in campaign.report_artifacts[-1].data
+
+
+# --- the command line reads the same campaign -------------------------------------------------
+
+
+def test_loopwise_status_counts_the_accepted_labels(campaign):
+    res = campaign.cli_status
     assert res.exit_code == 0, res.output
     rows = {line.split()[0]: line for line in res.output.splitlines() if line.strip()}
-    assert rows["labels"].split()[-1] == str(len(labels))
-    assert "STOP" in res.output and f"{paid * 0.1:,.2f}" in res.output
-    res = cli.invoke(app, ["report", str(campaign), "--output", str(tmp_path / "r.html")])
+    assert rows["labels"].split()[-1] == str(len(campaign.labels)), res.output
+
+
+def test_loopwise_status_shows_the_stop_and_the_money_spent(campaign):
+    res = campaign.cli_status
     assert res.exit_code == 0, res.output
-    assert f"{len(labels):,} labels" in res.output
-    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") == 2
+    assert "STOP" in res.output
+    assert f"{campaign.paid * COST_PER_ANNOTATION:,.2f}" in res.output, res.output
+
+
+def test_loopwise_report_says_how_many_labels(campaign):
+    res = campaign.cli_report
+    assert res.exit_code == 0, res.output
+    assert f"{len(campaign.labels):,} labels" in res.output, res.output
+
+
+def test_loopwise_report_writes_a_page_with_two_charts(campaign):
+    assert campaign.cli_report.exit_code == 0, campaign.cli_report.output
+    assert campaign.cli_report_page is not None
+    assert campaign.cli_report_page.count("data:image/png;base64,") == 2
 
 
 def _pid(ls_client, cfg) -> int:
