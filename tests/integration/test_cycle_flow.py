@@ -860,86 +860,204 @@ def flow_for_test(fn):
     return flow(name="local-scoring")(fn)
 
 
-def test_a_stalled_batch_closes_at_its_deadline_and_late_answers_still_count(
-    harness, label_studio, ls_client, tmp_path, monkeypatch
-):
+# --- a stalled batch: closed at its deadline, late answers still count ------------------------
+
+
+@dataclass
+class StalledBatch:
     """Four items of the cold start are never answered: the campaign waits for them while
     the batch has no deadline, closes it once one is set, goes on, and the answers that
     come after the close are collected and accepted by a later cycle."""
+
+    name: str
+    late: list[str]  # the four cold-start items nobody answers before the close
+    waiting: list[dict[str, Any]]  # the runs while the batch had no deadline
+    closed_before_deadline: list[dict[str, Any]]
+    at_deadline: dict[str, Any]  # the run once a deadline is set (and passed)
+    closed: list[dict[str, Any]]  # the closed-items ledger after it
+    items: list[str]  # the project's tasks after it
+    state_after_close: dict[str, Any]
+    labels_after_close: list[dict[str, Any]]
+    status: Any  # `loopwise status` while cycle 1's batch is out
+    close_batch: Any  # `loopwise run --close-batch` after the late answers came in
+    late_answers: list[dict[str, Any]]
+    labels: dict[str, dict[str, Any]]  # item → label record at the end
+    state: dict[str, Any]
+    closed_in_cycle_1: list[dict[str, Any]]
+
+    @property
+    def agreed(self) -> set[str]:
+        """Late items whose late answers all give the same label."""
+        return {
+            i
+            for i in self.late
+            if len({r["label"] for r in self.late_answers if r["item_id"] == i and r.get("label")})
+            == 1
+        }
+
+
+@pytest.fixture(scope="module")
+def stalled(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[StalledBatch]:
     from typer.testing import CliRunner
 
     from flows.cli import app
     from flows.cycle import cycle
     from loopwise.config import load_campaign
 
-    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
-    name = f"closetest-{next(_names)}"
-    schedule = {"recheck_seconds": 3600, "batch_timeout_seconds": None}
-    campaign = _write_campaign(tmp_path, label_studio, name=name, schedule=schedule)
-    cfg = load_campaign(campaign)
-    store = Store(f"{cfg.storage_root}/{name}")
-    assert cycle(campaign=str(campaign))["status"] == "dispatched"  # the cold start
-    batch = store.read_json("state.json")["open_batch"]
-    late, answered = batch[:4], batch[4:]
-    pid = _pid(ls_client, cfg)
+    tmp = tmp_path_factory.mktemp("stalled")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+        name = f"closetest-{next(_names)}"
+        schedule = {"recheck_seconds": 3600, "batch_timeout_seconds": None}
+        campaign = _write_campaign(tmp, label_studio, name=name, schedule=schedule)
+        cfg = load_campaign(campaign)
+        store = Store(f"{cfg.storage_root}/{name}")
+        cold = cycle(campaign=str(campaign))
+        assert cold["status"] == "dispatched", cold  # the cold start; nothing to test without it
+        batch = store.read_json("state.json")["open_batch"]
+        late, answered = batch[:4], batch[4:]
+        pid = _pid(ls_client, cfg)
 
-    # The answered items are resolved (disputes answered again); the four stay pending.
-    for seed in range(1, 6):
-        _annotate(label_studio, campaign, seed=seed, items=answered)
-        out = cycle(campaign=str(campaign))
-        assert out["status"] == "waiting", out
-        if set(out["progress"]["pending"]) == set(late):
-            break
-    else:
-        pytest.fail(f"the answered items never resolved: {out['progress']}")
-    assert not store.read_jsonl(f"closed/{pid}.jsonl")
+        # The answered items are resolved (disputes answered again); the four stay pending.
+        waiting = []
+        for seed in range(1, 6):
+            _annotate(label_studio, campaign, seed=seed, items=answered)
+            waiting.append(cycle(campaign=str(campaign)))
+            if set(waiting[-1].get("progress", {}).get("pending", ())) == set(late):
+                break
+        closed_before_deadline = store.read_jsonl(f"closed/{pid}.jsonl")
 
-    # A deadline is set (a day would do; a second has passed): the batch closes.
-    _write_campaign(
-        tmp_path, label_studio, name=name, schedule={**schedule, "batch_timeout_seconds": 1}
-    )
-    out = cycle(campaign=str(campaign))
+        # A deadline is set (a day would do; a second has passed): the batch closes.
+        _write_campaign(
+            tmp, label_studio, name=name, schedule={**schedule, "batch_timeout_seconds": 1}
+        )
+        at_deadline = cycle(campaign=str(campaign))
+        closed = store.read_jsonl(f"closed/{pid}.jsonl")
+        items = _server_items(ls_client, cfg.project_title)
+        state_after_close = store.read_json("state.json")
+        labels_after_close = store.read_jsonl(f"labels/{pid}.jsonl")
+
+        # The late answers come in while cycle 1's batch is out; `loopwise run --close-batch`
+        # moves on with them in the snapshot.
+        status = CliRunner().invoke(app, ["status", str(campaign)])
+        _annotate(label_studio, campaign, seed=9, items=late)
+        close_batch = CliRunner().invoke(app, ["run", str(campaign), "--close-batch"])
+        answers = store.read_jsonl(f"annotations/{pid}.jsonl")
+        yield StalledBatch(
+            name=name,
+            late=late,
+            waiting=waiting,
+            closed_before_deadline=closed_before_deadline,
+            at_deadline=at_deadline,
+            closed=closed,
+            items=items,
+            state_after_close=state_after_close,
+            labels_after_close=labels_after_close,
+            status=status,
+            close_batch=close_batch,
+            late_answers=[r for r in answers if r["item_id"] in late],
+            labels={r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")},
+            state=store.read_json("state.json"),
+            closed_in_cycle_1=[
+                r for r in store.read_jsonl(f"closed/{pid}.jsonl") if r["cycle"] == 1
+            ],
+        )
+
+
+def test_without_a_deadline_the_batch_waits_for_its_unanswered_items(stalled):
+    assert all(out["status"] == "waiting" for out in stalled.waiting), stalled.waiting
+    pending = stalled.waiting[-1]["progress"]["pending"]
+    assert set(pending) == set(stalled.late), f"the answered items never resolved: {pending}"
+
+
+def test_without_a_deadline_no_item_is_closed(stalled):
+    assert not stalled.closed_before_deadline
+
+
+def test_past_its_deadline_the_batch_closes_and_the_next_cycle_is_dispatched(stalled):
+    out = stalled.at_deadline
     assert out["status"] == "dispatched" and out["cycle"] == 1, out
-    closed = store.read_jsonl(f"closed/{pid}.jsonl")
-    assert sorted(r["item_id"] for r in closed) == sorted(late)
-    assert all(r["answers"] == 0 and r["cycle"] == 0 for r in closed)
-    assert set(late) <= set(_server_items(ls_client, cfg.project_title)), "a task was withdrawn"
-    state = store.read_json("state.json")
-    assert state["history"][-1]["cycle"] == 1
-    assert state["history"][-1]["labels"] == len(store.read_jsonl(f"labels/{pid}.jsonl"))
 
-    # The late answers come in while cycle 1's batch is out: nothing is dropped, the agreed
-    # ones are accepted, and `loopwise run --close-batch` moves on with them in the snapshot.
-    res = CliRunner().invoke(app, ["status", str(campaign)])
+
+def test_the_closed_items_are_the_unanswered_ones_with_no_answer(stalled):
+    assert sorted(r["item_id"] for r in stalled.closed) == sorted(stalled.late)
+    assert all(r["answers"] == 0 and r["cycle"] == 0 for r in stalled.closed), stalled.closed
+
+
+def test_closing_a_batch_withdraws_no_task(stalled):
+    assert set(stalled.late) <= set(stalled.items), "a task was withdrawn"
+
+
+def test_the_cycle_after_the_close_trains_on_every_accepted_label(stalled):
+    last = stalled.state_after_close["history"][-1]
+    assert last["cycle"] == 1
+    assert last["labels"] == len(stalled.labels_after_close)
+
+
+def test_loopwise_status_says_when_the_open_batch_closes(stalled):
+    res = stalled.status
     assert res.exit_code == 0 and "batch closes" in res.output, res.output
-    _annotate(label_studio, campaign, seed=9, items=late)
-    res = CliRunner().invoke(app, ["run", str(campaign), "--close-batch"])
-    assert res.exit_code == 0 and f"{name}: dispatched" in res.output, res.output
-    answers = store.read_jsonl(f"annotations/{pid}.jsonl")
-    late_answers = [r for r in answers if r["item_id"] in late]
-    assert len(late_answers) >= 2 * len(late)
-    agreed = {
-        i
-        for i in late
-        if len({r["label"] for r in late_answers if r["item_id"] == i and r.get("label")}) == 1
-    }
-    labels = {r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")}
-    assert agreed and agreed <= set(labels), (agreed, sorted(labels))
-    assert all(labels[i]["cycle"] == 1 for i in agreed)
-    state = store.read_json("state.json")
-    assert state["cycle"] == 2 and state["history"][-1]["labels"] == len(labels)
-    # Cycle 1's batch was closed with nothing answered: each item once, 0 answers.
-    closed = [r for r in store.read_jsonl(f"closed/{pid}.jsonl") if r["cycle"] == 1]
+
+
+def test_loopwise_run_close_batch_dispatches_the_next_batch(stalled):
+    res = stalled.close_batch
+    assert res.exit_code == 0 and f"{stalled.name}: dispatched" in res.output, res.output
+
+
+def test_answers_after_the_close_are_collected(stalled):
+    assert len(stalled.late_answers) >= 2 * len(stalled.late), stalled.late_answers
+
+
+def test_late_answers_that_agree_are_accepted_by_the_next_cycle(stalled):
+    agreed = stalled.agreed
+    assert agreed and agreed <= set(stalled.labels), (agreed, sorted(stalled.labels))
+    assert all(stalled.labels[i]["cycle"] == 1 for i in agreed)
+
+
+def test_closing_by_hand_moves_on_with_every_label_in_the_snapshot(stalled):
+    state = stalled.state
+    assert state["cycle"] == 2 and state["history"][-1]["labels"] == len(stalled.labels)
+
+
+def test_a_batch_closed_by_hand_with_nothing_answered_lists_each_item_once(stalled):
+    closed = stalled.closed_in_cycle_1
     assert len(closed) == len({r["item_id"] for r in closed}) == 20
 
 
-def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
-    harness, label_studio, ls_client, tmp_path, monkeypatch
-):
+# --- disputes: the review queue and the reviewer's decisions ----------------------------------
+
+
+@dataclass
+class Review:
     """Two annotators who never agree, and no third answer: the cold start's disputes go
     to the review queue (a Prefect table with a link to each task). With nothing to train
     on, the campaign waits for the expert named in ``labelstudio.reviewers``; the expert's
     answers decide, the annotators' answers are kept, and the campaign goes on."""
+
+    name: str
+    project_id: int
+    truth: dict[str, str]
+    waiting: dict[str, Any]  # the run after the crowd answered
+    labels_before: list[dict[str, Any]]
+    queue_rows: list[dict[str, Any]]  # the review artifact's rows then
+    disputed: set[str]  # items whose answers disagree, from the annotation ledger
+    review_queue_in_state: int | None
+    status: Any  # `loopwise status` then
+    after_review: dict[str, Any]  # the run after the reviewer answered
+    labels: dict[str, dict[str, Any]]  # item → label record after it
+    answers_per_item: dict[str, int]  # item → answers in the ledger after it
+    users: dict[str, str]  # Label Studio user email → id
+    quality: dict[str, float]  # annotator id → estimated accuracy
+    state: dict[str, Any]
+    queue_rows_after: list[dict[str, Any]]
+
+    @property
+    def queue(self) -> set[str]:
+        return {r["item_id"] for r in self.queue_rows}
+
+
+@pytest.fixture(scope="module")
+def review(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Review]:
     from typer.testing import CliRunner
 
     from devstack.annotators import EMAIL_DOMAIN
@@ -947,68 +1065,149 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     from flows.cycle import cycle
     from loopwise.config import load_campaign
 
-    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
-    name = f"reviewtest-{next(_names)}"
-    campaign = _write_campaign(
-        tmp_path,
-        label_studio,
-        name=name,
-        max_annotations_per_item=2,
-        labelstudio={
-            "url": label_studio.url,
-            "token_env": "LOOPWISE_TEST_LS_TOKEN",
-            "reviewers": [f"rex@{EMAIL_DOMAIN}"],
-        },
-    )
-    cfg = load_campaign(campaign)
-    store = Store(f"{cfg.storage_root}/{name}")
-    truth = dict(zip(*pd.read_csv(cfg.data.source)[["uid", "truth"]].T.to_numpy(), strict=True))
-    crowd = [
-        AnnotatorProfile(name="ann", accuracy=1.0, latency=1.0),
-        AnnotatorProfile(name="wes", accuracy=0.0, latency=1.0),
-    ]
-    rex = [AnnotatorProfile(name="rex", accuracy=1.0, latency=1.0)]
-    assert cycle(campaign=str(campaign))["status"] == "dispatched"
-    pid = _pid(ls_client, cfg)
-    simulate_annotators(
-        label_studio.url, label_studio.token, pid, truth, crowd, labels=LABELS,
-        data_kind="tabular", random_state=3,
-    )  # fmt: skip
-    out = cycle(campaign=str(campaign))
-    assert out["status"] == "waiting" and not out["progress"]["pending"], out
-    assert not store.read_jsonl(f"labels/{pid}.jsonl")  # nothing to train on: why it waits
-    rows = _review_artifact(name)
-    queue = {r["item_id"] for r in rows}
-    answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
-    disputed = {i for i, n in answers.groupby("item_id")["label"].nunique().items() if n > 1}
-    assert queue and queue == disputed, (queue, disputed)
-    assert all(r["open"].endswith(f"/projects/{pid}/data?task={r['task_id']}") for r in rows)
-    assert not queue & {r["item_id"] for r in store.read_jsonl(f"labels/{pid}.jsonl")}
-    assert store.read_json("state.json")["review_queue"] == len(queue)
-    res = CliRunner().invoke(app, ["status", str(campaign)])
-    assert f"{len(queue)} dispute(s)" in res.output and f"{name}-review" in res.output, res.output
+    tmp = tmp_path_factory.mktemp("review")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+        name = f"reviewtest-{next(_names)}"
+        campaign = _write_campaign(
+            tmp,
+            label_studio,
+            name=name,
+            max_annotations_per_item=2,
+            labelstudio={
+                "url": label_studio.url,
+                "token_env": "LOOPWISE_TEST_LS_TOKEN",
+                "reviewers": [f"rex@{EMAIL_DOMAIN}"],
+            },
+        )
+        cfg = load_campaign(campaign)
+        store = Store(f"{cfg.storage_root}/{name}")
+        truth = dict(zip(*pd.read_csv(cfg.data.source)[["uid", "truth"]].T.to_numpy(), strict=True))
+        crowd = [
+            AnnotatorProfile(name="ann", accuracy=1.0, latency=1.0),
+            AnnotatorProfile(name="wes", accuracy=0.0, latency=1.0),
+        ]
+        rex = [AnnotatorProfile(name="rex", accuracy=1.0, latency=1.0)]
+        cold = cycle(campaign=str(campaign))
+        assert cold["status"] == "dispatched", cold  # the cold start; nothing to test without it
+        pid = _pid(ls_client, cfg)
+        simulate_annotators(
+            label_studio.url, label_studio.token, pid, truth, crowd, labels=LABELS,
+            data_kind="tabular", random_state=3,
+        )  # fmt: skip
+        waiting = cycle(campaign=str(campaign))
+        queue_rows = _review_artifact(name)
+        answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
+        disputed = {i for i, n in answers.groupby("item_id")["label"].nunique().items() if n > 1}
+        review_queue_in_state = store.read_json("state.json").get("review_queue")
+        labels_before = store.read_jsonl(f"labels/{pid}.jsonl")
+        status = CliRunner().invoke(app, ["status", str(campaign)])
 
-    # The reviewer answers the queue: the batch is complete, cycle 1 trains and dispatches.
-    simulate_annotators(
-        label_studio.url, label_studio.token, pid, truth, rex, labels=LABELS,
-        data_kind="tabular", items=sorted(queue), overlap=3, random_state=4,
-    )  # fmt: skip
-    out = cycle(campaign=str(campaign))
+        # The reviewer answers the queue: the batch is complete, cycle 1 trains and dispatches.
+        queue = sorted({r["item_id"] for r in queue_rows})
+        simulate_annotators(
+            label_studio.url, label_studio.token, pid, truth, rex, labels=LABELS,
+            data_kind="tabular", items=queue, overlap=3, random_state=4,
+        )  # fmt: skip
+        after_review = cycle(campaign=str(campaign))
+        answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
+        yield Review(
+            name=name,
+            project_id=pid,
+            truth=truth,
+            waiting=waiting,
+            labels_before=labels_before,
+            queue_rows=queue_rows,
+            disputed=disputed,
+            review_queue_in_state=review_queue_in_state,
+            status=status,
+            after_review=after_review,
+            labels={r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")},
+            answers_per_item=answers.groupby("item_id").size().to_dict(),
+            users={u.email: str(u.id) for u in ls_client.users.list()},
+            quality=store.read_json(f"quality/{pid}.json")["annotator_accuracy"],
+            state=store.read_json("state.json"),
+            queue_rows_after=_review_artifact(name),
+        )
+
+
+def test_with_every_item_disputed_the_campaign_waits_with_nothing_pending(review):
+    out = review.waiting
+    assert out["status"] == "waiting" and not out["progress"]["pending"], out
+
+
+def test_with_every_item_disputed_nothing_is_labeled(review):
+    assert not review.labels_before  # nothing to train on: why it waits
+
+
+def test_the_review_queue_holds_exactly_the_disputed_items(review):
+    assert review.queue and review.queue == review.disputed, (review.queue, review.disputed)
+
+
+def test_each_review_row_links_to_its_label_studio_task(review):
+    pid = review.project_id
+    bad = [
+        r
+        for r in review.queue_rows
+        if not r["open"].endswith(f"/projects/{pid}/data?task={r['task_id']}")
+    ]
+    assert not bad, bad
+
+
+def test_an_item_in_review_is_not_labeled(review):
+    assert not review.queue & {r["item_id"] for r in review.labels_before}
+
+
+def test_the_state_counts_the_review_queue(review):
+    assert review.review_queue_in_state == len(review.queue)
+
+
+def test_loopwise_status_points_to_the_review_queue(review):
+    out = review.status.output
+    assert f"{len(review.queue)} dispute(s)" in out and f"{review.name}-review" in out, out
+
+
+def test_once_reviewed_the_next_cycle_is_dispatched(review):
+    out = review.after_review
     assert out["status"] == "dispatched" and out["cycle"] == 1, out
-    labels = {r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")}
-    assert queue <= set(labels)
-    for item in queue:
-        rec = labels[item]
-        assert rec["method"] == "expert" and rec["label"] == truth[item] and rec["cycle"] == 0
-        assert rec["n_annotations"] == 3 and rec["agreement"] == 0.5
-    answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
-    assert (answers[answers["item_id"].isin(queue)].groupby("item_id").size() == 3).all()
-    users = {u.email: str(u.id) for u in ls_client.users.list()}
-    quality = store.read_json(f"quality/{pid}.json")["annotator_accuracy"]
-    assert users[f"rex@{EMAIL_DOMAIN}"] not in quality and users[f"ann@{EMAIL_DOMAIN}"] in quality
-    assert store.read_json("state.json")["review_queue"] == 0
-    assert [r["item_id"] for r in _review_artifact(name)] == ["—"]  # the queue is empty
-    assert store.read_json("state.json")["history"][-1]["labels"] == len(labels)
+
+
+def test_the_reviewer_decides_each_disputed_item(review):
+    assert review.queue <= set(review.labels)
+    decided = {i: review.labels[i] for i in review.queue}
+    wrong = {
+        i: rec
+        for i, rec in decided.items()
+        if (rec["method"], rec["label"], rec["cycle"]) != ("expert", review.truth[i], 0)
+    }
+    assert not wrong, wrong
+
+
+def test_the_annotators_answers_are_kept_beside_the_reviewers(review):
+    kept = {i: review.labels.get(i, {}) for i in review.queue}
+    wrong = {
+        i: (rec.get("n_annotations"), rec.get("agreement"))
+        for i, rec in kept.items()
+        if (rec.get("n_annotations"), rec.get("agreement")) != (3, 0.5)
+    }
+    assert not wrong, wrong
+    assert all(review.answers_per_item[i] == 3 for i in review.queue), review.answers_per_item
+
+
+def test_the_reviewer_is_not_scored_as_an_annotator(review):
+    from devstack.annotators import EMAIL_DOMAIN
+
+    assert review.users[f"rex@{EMAIL_DOMAIN}"] not in review.quality
+    assert review.users[f"ann@{EMAIL_DOMAIN}"] in review.quality
+
+
+def test_the_review_queue_is_empty_after_the_review(review):
+    assert review.state["review_queue"] == 0
+    assert [r["item_id"] for r in review.queue_rows_after] == ["—"]  # the queue table is empty
+
+
+def test_the_cycle_after_the_review_trains_on_every_label(review):
+    assert review.state["history"][-1]["labels"] == len(review.labels)
 
 
 def test_a_cold_start_that_found_one_class_goes_on_as_a_cold_start(
