@@ -311,6 +311,46 @@ def _observe(ls_client, store: Store, title: str, crash: str | None, out) -> Run
     )
 
 
+def _run_through_crashes(
+    label_studio, ls_client, path: Path, store: Store
+) -> tuple[list[RunRecord], list[str], list[str]]:
+    """Run the cycle until it stops, arming each crash point in turn; annotate between runs.
+
+    Returns the runs, the crash points no run reached, and the run loggers' messages.
+    """
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
+
+    title = load_campaign(path).project_title
+    pending = list(CRASH_POINTS)
+    runs: list[RunRecord] = []
+    lines = _Lines()
+    run_loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for lg in run_loggers:
+        lg.addHandler(lines)
+    try:
+        for _ in range(MAX_RUNS):
+            point = pending[0] if pending else None
+            with pytest.MonkeyPatch.context() as inject:
+                if point:
+                    _arm(inject, point)
+                try:
+                    out = cycle(campaign=str(path))
+                except _Crash:
+                    out = None
+            crash = ".".join(pending.pop(0)[:2]) if out is None else None
+            runs.append(_observe(ls_client, store, title, crash, out))
+            if out is None:
+                continue
+            if out["status"] == "stopped":
+                break
+            _annotate(label_studio, path, seed=sum(r.out is not None for r in runs))
+    finally:
+        for lg in run_loggers:
+            lg.removeHandler(lines)
+    return runs, [".".join(p[:2]) for p in pending], lines.lines
+
+
 @pytest.fixture(scope="module")
 def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Campaign]:
     """Runs the campaign once to its stop, through every crash point; returns what it left."""
@@ -321,7 +361,6 @@ def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Cam
     from typer.testing import CliRunner
 
     from flows.cli import app
-    from flows.cycle import cycle
     from loopwise.config import load_campaign
 
     tmp = tmp_path_factory.mktemp("campaign")
@@ -334,36 +373,7 @@ def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Cam
         store = Store(f"{cfg.storage_root}/{name}")
         title = cfg.project_title
 
-        pending = list(CRASH_POINTS)
-        runs: list[RunRecord] = []
-        lines = _Lines()
-        run_loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
-        for lg in run_loggers:
-            lg.addHandler(lines)
-        try:
-            for _ in range(MAX_RUNS):
-                point = pending[0] if pending else None
-                with pytest.MonkeyPatch.context() as inject:
-                    if point:
-                        _arm(inject, point)
-                    try:
-                        out = cycle(campaign=str(path))
-                    except _Crash:
-                        out = None
-                crash = None
-                if out is None:
-                    crash = ".".join(pending.pop(0)[:2])
-                runs.append(_observe(ls_client, store, title, crash, out))
-                if out is None:
-                    continue
-                if out["status"] == "stopped":
-                    break
-                n_results = sum(r.out is not None for r in runs)
-                _annotate(label_studio, path, seed=n_results)
-        finally:
-            for lg in run_loggers:
-                lg.removeHandler(lines)
-
+        runs, unreached, log_lines = _run_through_crashes(label_studio, ls_client, path, store)
         state = store.read_json("state.json")
         pid = _project_id(ls_client, title)
         annotations: dict[int, dict[str, Any]] = {}
@@ -375,6 +385,11 @@ def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Cam
             if store.exists(f"cycles/{k:04d}/selected.json")
         }
         page_path = store.path("reports/report.html")
+        report = store.read_json("reports/report.json")
+        quarantined = store.read_jsonl("quarantine/pool.jsonl")
+        labels = store.read_jsonl(f"labels/{pid}.jsonl")
+        page = page_path.read_text() if page_path.exists() else None
+        items = _server_items(ls_client, title) if pid is not None else []
 
         client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
         exp = client.get_experiment_by_name(cfg.experiment)
@@ -392,7 +407,10 @@ def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Cam
                 artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-report"]))
             )
 
-        # The command line reads the same campaign: status from the store, report on demand.
+        next_runs = _next_runs(deployment_id)
+
+        # The command line reads the same campaign: status from the store, report on demand
+        # (`loopwise report` writes the report again: everything above was read before it).
         cli = CliRunner()
         cli_status = cli.invoke(app, ["status", str(path)])
         cli_report = cli.invoke(app, ["report", str(path), "--output", str(tmp / "r.html")])
@@ -400,24 +418,24 @@ def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Cam
             name=name,
             path=path,
             runs=runs,
-            unreached=[".".join(p[:2]) for p in pending],
+            unreached=unreached,
             state=state,
-            quarantined=store.read_jsonl("quarantine/pool.jsonl"),
-            items=_server_items(ls_client, title) if pid is not None else [],
-            labels=store.read_jsonl(f"labels/{pid}.jsonl"),
+            quarantined=quarantined,
+            items=items,
+            labels=labels,
             annotations=annotations,
             batches=batches,
-            report=store.read_json("reports/report.json"),
-            page=page_path.read_text() if page_path.exists() else None,
+            report=report,
+            page=page,
             mlflow_runs=mlflow_runs,
             champion=champion,
             last_run_artifacts=last_run_artifacts,
-            next_runs=_next_runs(deployment_id),
+            next_runs=next_runs,
             report_artifacts=report_artifacts,
             cli_status=cli_status,
             cli_report=cli_report,
             cli_report_page=(tmp / "r.html").read_text() if (tmp / "r.html").exists() else None,
-            log_lines=lines.lines,
+            log_lines=log_lines,
         )
 
 
