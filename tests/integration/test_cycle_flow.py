@@ -4,14 +4,20 @@ A small synthetic campaign runs from its cold start to a stop decision while
 simulated annotators answer in Label Studio between runs. Crashes are injected
 after the side effect of each stage, then the run is repeated: no task is sent
 twice, no annotation is lost, no cycle is logged twice, and no extra next run is
-created.
+created. The campaign runs once (the ``campaign`` fixture); each test checks one
+claim on what it left behind. Shorter scenarios follow it.
 """
 
 from __future__ import annotations
 
+import importlib
 import itertools
 import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -168,199 +174,581 @@ def _create_deployment(name: str):
         )
 
 
+# ---------------------------------------------------------------------------------------------
+# The campaign: cold start → a crash injected at each stage, each followed by a rerun → stop.
+# It runs once (module fixture); the tests below each check one claim on what it left behind.
+
+# A crash point per stage, in the order runs reach them: (module, attribute, how). "after"
+# lets the call do its work and then dies (the hardest place for a crash); "instead" fails
+# without doing the work. A crash stays armed until a run reaches it; the run after a crash
+# is the rerun.
+CRASH_POINTS = [
+    # cold start: tasks imported, receipt not kept
+    ("flows.stages.dispatch", "dispatch_batch", "after"),
+    ("flows.stages.advance", "consensus_qc", "after"),
+    ("flows.stages.train", "log_cycle", "after"),  # the MLflow run exists, no checkpoint
+    ("flows.stages.decide", "stopping_decision", "after"),
+    ("flows.stages.select", "select_batch", "after"),
+    ("flows.stages.dispatch", "dispatch_batch", "after"),
+    # the next run exists, the state does not know
+    ("flows.stages.dispatch", "schedule_next_run", "after"),
+    ("flows.stages.decide", "write_report", "instead"),  # stopped, and the final report failed
+]
+MAX_RUNS = 40
+PLANTED = ["bad-missing", "bad-range", "bad-text"]
+COST_PER_ANNOTATION = 0.1  # budget.cost_per_annotation in _write_campaign
+STOP_RULES = ("label_budget", "plateau", "marginal_gain", "pool_exhausted")
+
+
+@dataclass
+class RunRecord:
+    """One run of the cycle flow and what the servers and the store held right after it."""
+
+    crash: str | None  # "module.attribute" of the injected crash it died of, else None
+    out: dict[str, Any] | None  # what the flow returned (None when it crashed)
+    items: list[str]  # data.item_id of every task of the project in Label Studio
+    annotation_ids: set[int]  # annotation ids in the campaign's annotation ledger
+
+
+@dataclass
+class Campaign:
+    """Everything the campaign left behind, read once after its last run."""
+
+    name: str
+    path: Path
+    runs: list[RunRecord]
+    unreached: list[str]  # crash points no run reached
+    state: dict[str, Any]
+    quarantined: list[dict[str, Any]]
+    items: list[str]  # the project's tasks in Label Studio at the end
+    labels: list[dict[str, Any]]  # the labels ledger
+    annotations: dict[int, dict[str, Any]]  # annotation id → its latest ledger row
+    batches: dict[int, list[dict[str, Any]]]  # cycle → the selected batch
+    report: dict[str, Any] | None
+    page: str | None  # reports/report.html
+    mlflow_runs: list[Any]
+    champion: Any  # the model version with the "champion" alias, or None
+    last_run_artifacts: list[str]  # artifact paths under report/ of the last cycle's run
+    next_runs: list[Any]  # flow runs created for the campaign's deployment
+    report_artifacts: list[Any]  # Prefect artifacts with key <name>-report
+    cli_status: Any
+    cli_report: Any
+    cli_report_page: str | None
+    log_lines: list[str]  # what the flow and task runs printed or logged
+
+    @property
+    def results(self) -> list[dict[str, Any]]:
+        """The outputs of the runs that did not crash, in order."""
+        return [r.out for r in self.runs if r.out is not None]
+
+    @property
+    def trained(self) -> list[int]:
+        """The cycles in the campaign's history."""
+        return [h["cycle"] for h in self.state["history"]]
+
+    @property
+    def paid(self) -> int:
+        """Annotations that cost money: the submitted ones, each counted once."""
+        return sum(a["status"] in ("accepted", "rejected") for a in self.annotations.values())
+
+    def expected_control_estimates(self) -> list[tuple[int, int, int]]:
+        """(cycle, n, correct) of the labeled control items that a trained model guessed."""
+        truth = {r["item_id"]: r["label"] for r in self.labels}
+        expected = []
+        for k, batch in sorted(self.batches.items()):
+            pairs = [
+                (b["prediction_label"], truth[b["item_id"]])
+                for b in batch
+                if b["control"] and b["prediction_label"] and b["item_id"] in truth
+            ]
+            if pairs:
+                expected.append((k, len(pairs), sum(p == t for p, t in pairs)))
+        return expected
+
+
 class _Crash(RuntimeError):
     pass
 
 
-def _crash_after(monkeypatch, module, name: str) -> None:
-    """Make ``module.name`` do its work, then die (the hardest place for a crash)."""
+def _arm(mp: pytest.MonkeyPatch, point: tuple[str, str, str]) -> None:
+    """Replace ``module.attribute`` by a version that crashes after (or instead of) its work."""
+    module_name, name, how = point
+    module = importlib.import_module(module_name)
     real = getattr(module, name)
 
-    def crashing(*args, **kwargs):
+    def crash_after(*args, **kwargs):
         real(*args, **kwargs)
         raise _Crash(f"injected crash after {name}")
 
-    monkeypatch.setattr(module, name, crashing)
-
-
-def _fail_instead(monkeypatch, module, name: str) -> None:
-    """Make ``module.name`` fail without doing its work."""
-
-    def failing(*args, **kwargs):
+    def fail_instead(*args, **kwargs):
         raise _Crash(f"injected failure of {name}")
 
-    monkeypatch.setattr(module, name, failing)
+    mp.setattr(module, name, crash_after if how == "after" else fail_instead)
 
 
-def test_campaign_runs_to_a_stop_through_crashes_without_duplicates_or_loss(
-    harness, label_studio, ls_client, tmp_path, monkeypatch
-):
-    import mlflow
+class _Lines(logging.Handler):
+    """Keeps the messages of the Prefect run loggers (the flows print through them)."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(record.getMessage())
+
+
+def _project_id(ls_client, title: str) -> int | None:
+    found = [p for p in ls_client.projects.list(title=title) if p.title == title]
+    return int(found[0].id) if found else None
+
+
+def _observe(ls_client, store: Store, title: str, crash: str | None, out) -> RunRecord:
+    pid = _project_id(ls_client, title)
+    if pid is None:
+        return RunRecord(crash, out, [], set())
+    ledger = store.read_jsonl(f"annotations/{pid}.jsonl")
+    return RunRecord(
+        crash, out, _server_items(ls_client, title), {r["annotation_id"] for r in ledger}
+    )
+
+
+def _run_through_crashes(
+    label_studio, ls_client, path: Path, store: Store
+) -> tuple[list[RunRecord], list[str], list[str]]:
+    """Run the cycle until it stops, arming each crash point in turn; annotate between runs.
+
+    Returns the runs, the crash points no run reached, and the run loggers' messages.
+    """
     from flows.cycle import cycle
-    from flows.stages import advance, decide, dispatch, select, train
     from loopwise.config import load_campaign
 
-    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
-    name = f"flowtest-{next(_names)}"
-    campaign = _write_campaign(tmp_path, label_studio, name=name)
-    cfg = load_campaign(campaign)
-    deployment_id = _create_deployment(name)
-    store = Store(f"{cfg.storage_root}/{name}")
-
-    # A crash point per stage, in the order runs reach them. A crash stays armed
-    # until a run reaches its point; the run after a crash is the rerun.
-    pending = [
-        (dispatch, "dispatch_batch"),  # cold start: tasks imported, receipt not kept
-        (advance, "consensus_qc"),
-        (train, "log_cycle"),  # the MLflow run exists, the checkpoint does not
-        (decide, "stopping_decision"),
-        (select, "select_batch"),
-        (dispatch, "dispatch_batch"),
-        (dispatch, "schedule_next_run"),  # the next run exists, the state does not know
-        (decide, "write_report", "instead"),  # stopped, and the final report failed
-    ]
-    results, annotated_ids, crashed = [], set(), 0
-    for _ in range(40):
-        with monkeypatch.context() as mp:
-            if pending:
-                inject = _fail_instead if len(pending[0]) == 3 else _crash_after
-                inject(mp, *pending[0][:2])
-            try:
-                out = cycle(campaign=str(campaign))
-            except _Crash:
-                pending.pop(0)
-                crashed += 1
+    title = load_campaign(path).project_title
+    pending = list(CRASH_POINTS)
+    runs: list[RunRecord] = []
+    lines = _Lines()
+    run_loggers = [logging.getLogger(n) for n in ("prefect.flow_runs", "prefect.task_runs")]
+    for lg in run_loggers:
+        lg.addHandler(lines)
+    try:
+        for _ in range(MAX_RUNS):
+            point = pending[0] if pending else None
+            with pytest.MonkeyPatch.context() as inject:
+                if point:
+                    _arm(inject, point)
+                try:
+                    out = cycle(campaign=str(path))
+                except _Crash:
+                    out = None
+            crash = ".".join(pending.pop(0)[:2]) if out is None else None
+            runs.append(_observe(ls_client, store, title, crash, out))
+            if out is None:
                 continue
-        results.append(out)
-        items = _server_items(ls_client, cfg.project_title)
-        assert len(items) == len(set(items)), "an item was sent to Label Studio twice"
-        ledger = store.read_jsonl(f"annotations/{_pid(ls_client, cfg)}.jsonl")
-        ids = {r["annotation_id"] for r in ledger}
-        assert annotated_ids <= ids, "an annotation disappeared from the ledger"
-        annotated_ids = ids
-        if out["status"] == "stopped":
-            break
-        _annotate(label_studio, campaign, seed=len(results))
-    else:
-        pytest.fail(f"no stop decision after 40 runs: {results[-3:]}")
-    assert crashed == 8 and not pending, f"crash points never reached: {pending}"
+            if out["status"] == "stopped":
+                break
+            _annotate(label_studio, path, seed=sum(r.out is not None for r in runs))
+    finally:
+        for lg in run_loggers:
+            lg.removeHandler(lines)
+    return runs, [".".join(p[:2]) for p in pending], lines.lines
 
-    # The planted bad rows were quarantined (once each, with a reason) and never sent.
-    quarantined = store.read_jsonl("quarantine/pool.jsonl")
-    assert sorted(r["id"] for r in quarantined) == ["bad-missing", "bad-range", "bad-text"]
-    assert all(r["reason"] for r in quarantined)
-    assert not {"bad-missing", "bad-range", "bad-text"} & set(
-        _server_items(ls_client, cfg.project_title)
-    )
-    state = store.read_json("state.json")
-    trained = [h["cycle"] for h in state["history"]]
-    assert len(trained) >= 3 and trained == sorted(set(trained))
-    assert state["stopped"] and state["decision"]["stop"]
-    assert state["decision"]["rule"] in (
-        "label_budget",
-        "plateau",
-        "marginal_gain",
-        "pool_exhausted",
-    )
-    # Labels: each accepted item once, all of them sent items.
-    labels = store.read_jsonl(f"labels/{_pid(ls_client, cfg)}.jsonl")
-    assert len({r["item_id"] for r in labels}) == len(labels)
-    assert {r["item_id"] for r in labels} <= set(_server_items(ls_client, cfg.project_title))
-    # MLflow: exactly one run per trained cycle; the champion is the best holdout accuracy.
-    client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
-    exp = client.get_experiment_by_name(cfg.experiment)
-    runs = client.search_runs([exp.experiment_id])
-    assert sorted(int(r.data.tags["loopwise.cycle"]) for r in runs) == trained
-    champion = client.get_model_version_by_alias(f"loopwise-{name}", "champion")
-    best = max(r.data.metrics["accuracy"] for r in runs)
-    assert float(champion.tags["holdout_accuracy"]) == pytest.approx(best)
-    # Next runs: one per go decision (dispatch or re-check), none after the stop.
-    flow_runs = _next_runs(deployment_id)
-    keys = [r.idempotency_key for r in flow_runs]
-    assert len(keys) == len(set(keys))
-    go_runs = sum(r["status"] in ("dispatched", "waiting") for r in results)
-    assert len(flow_runs) == go_runs, (sorted(keys), [r["status"] for r in results])
 
-    # The control share: a tenth of every batch, drawn at random, marked, never scored.
-    from loopwise.batch import control_count
-
-    batches = {
-        k: store.read_json(f"cycles/{k:04d}/selected.json")["batch"]
-        for k in range(state["cycle"] + 1)
-        if store.exists(f"cycles/{k:04d}/selected.json")
-    }
-    for k, batch in batches.items():
-        control = [b for b in batch if b["control"]]
-        assert len(control) == control_count(len(batch), 0.1)
-        assert (len(control) >= 1) == (len(batch) >= 2), k
-        assert all(b["query_score"] is None for b in control)
-        assert all(b["query_score"] is not None for b in batch if not b["control"])
-
-    # The final report, written when the campaign stopped: its numbers are the ledger's.
-    report = store.read_json("reports/report.json")
-    annotations = {}
-    for row in store.read_jsonl(f"annotations/{_pid(ls_client, cfg)}.jsonl"):
-        annotations[row["annotation_id"]] = row  # the latest version of each
-    paid = sum(a["status"] in ("accepted", "rejected") for a in annotations.values())
-    assert report["labels"] == len(labels)
-    assert report["annotations"] == paid
-    assert report["spent"] == pytest.approx(paid * 0.1)
-    assert report["history"] == state["history"]
-    assert report["metric"] == state["history"][-1]["metric"]
-    # Annotators by name (the Label Studio users the simulator created), with their ids.
-    answered_by = {a["annotator"] for a in annotations.values()}
-    assert {a["annotator"] for a in report["annotators"]} == answered_by
-    assert {a["name"] for a in report["annotators"]} == {p.name for p in PROFILES}
-    truth = {r["item_id"]: r["label"] for r in labels}
-    expected = []
-    for k, batch in sorted(batches.items()):
-        pairs = [
-            (b["prediction_label"], truth[b["item_id"]])
-            for b in batch
-            if b["control"] and b["prediction_label"] and b["item_id"] in truth
-        ]
-        if pairs:
-            expected.append((k, len(pairs), sum(p == t for p, t in pairs)))
-    assert [(e["cycle"], e["n"], e["correct"]) for e in report["control_estimates"]] == expected
-    assert expected, "no control item of a trained model was labeled"
-    assert [d["cycle"] for d in report["decisions"]] == trained
-    assert report["decisions"][-1]["reason"] == state["decision"]["reason"]
-    n_control_labels = [p["labels"] for p in report["random_curve"]]
-    assert n_control_labels == sorted(n_control_labels) and n_control_labels
-    assert max(n_control_labels) <= sum(b["control"] for bt in batches.values() for b in bt)
-    page = store.path("reports/report.html").read_text()
-    assert f"{report['labels']:,}" in page and f"{report['spent']:,.2f}" in page
-    assert page.count("data:image/png;base64,") == 2 and "<script" not in page
-    assert all(f"{a['name']} (#{a['annotator']})" in page for a in report["annotators"])
-    last_run = max(runs, key=lambda r: int(r.data.tags["loopwise.cycle"]))
-    assert "report/report.html" in [
-        a.path for a in client.list_artifacts(last_run.info.run_id, "report")
-    ]
+@pytest.fixture(scope="module")
+def campaign(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Campaign]:
+    """Runs the campaign once to its stop, through every crash point; returns what it left."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import ArtifactFilter, ArtifactFilterKey
-
-    with get_client(sync_client=True) as pc:
-        found = pc.read_artifacts(
-            artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-report"]))
-        )
-    assert found and f"{report['labels']:,}" in found[-1].data
-
-    # The command line reads the same campaign: status from the store, report on demand.
     from typer.testing import CliRunner
 
     from flows.cli import app
+    from loopwise.config import load_campaign
 
-    cli = CliRunner()
-    res = cli.invoke(app, ["status", str(campaign)])
+    tmp = tmp_path_factory.mktemp("campaign")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+        name = f"flowtest-{next(_names)}"
+        path = _write_campaign(tmp, label_studio, name=name)
+        cfg = load_campaign(path)
+        deployment_id = _create_deployment(name)
+        store = Store(f"{cfg.storage_root}/{name}")
+        title = cfg.project_title
+
+        runs, unreached, log_lines = _run_through_crashes(label_studio, ls_client, path, store)
+        state = store.read_json("state.json")
+        pid = _project_id(ls_client, title)
+        annotations: dict[int, dict[str, Any]] = {}
+        for row in store.read_jsonl(f"annotations/{pid}.jsonl"):
+            annotations[row["annotation_id"]] = row  # the latest version of each
+        batches = {
+            k: store.read_json(f"cycles/{k:04d}/selected.json")["batch"]
+            for k in range(state["cycle"] + 1)
+            if store.exists(f"cycles/{k:04d}/selected.json")
+        }
+        page_path = store.path("reports/report.html")
+        report = store.read_json("reports/report.json")
+        quarantined = store.read_jsonl("quarantine/pool.jsonl")
+        labels = store.read_jsonl(f"labels/{pid}.jsonl")
+        page = page_path.read_text() if page_path.exists() else None
+        items = _server_items(ls_client, title) if pid is not None else []
+
+        client = mlflow.MlflowClient(cfg.mlflow.tracking_uri)
+        exp = client.get_experiment_by_name(cfg.experiment)
+        mlflow_runs = client.search_runs([exp.experiment_id]) if exp else []
+        try:
+            champion = client.get_model_version_by_alias(f"loopwise-{name}", "champion")
+        except MlflowException:
+            champion = None
+        last_run_artifacts = []
+        if mlflow_runs:
+            last = max(mlflow_runs, key=lambda r: int(r.data.tags["loopwise.cycle"]))
+            last_run_artifacts = [a.path for a in client.list_artifacts(last.info.run_id, "report")]
+        with get_client(sync_client=True) as pc:
+            report_artifacts = pc.read_artifacts(
+                artifact_filter=ArtifactFilter(key=ArtifactFilterKey(any_=[f"{name}-report"]))
+            )
+
+        next_runs = _next_runs(deployment_id)
+
+        # The command line reads the same campaign: status from the store, report on demand
+        # (`loopwise report` writes the report again: everything above was read before it).
+        cli = CliRunner()
+        cli_status = cli.invoke(app, ["status", str(path)])
+        cli_report = cli.invoke(app, ["report", str(path), "--output", str(tmp / "r.html")])
+        yield Campaign(
+            name=name,
+            path=path,
+            runs=runs,
+            unreached=unreached,
+            state=state,
+            quarantined=quarantined,
+            items=items,
+            labels=labels,
+            annotations=annotations,
+            batches=batches,
+            report=report,
+            page=page,
+            mlflow_runs=mlflow_runs,
+            champion=champion,
+            last_run_artifacts=last_run_artifacts,
+            next_runs=next_runs,
+            report_artifacts=report_artifacts,
+            cli_status=cli_status,
+            cli_report=cli_report,
+            cli_report_page=(tmp / "r.html").read_text() if (tmp / "r.html").exists() else None,
+            log_lines=log_lines,
+        )
+
+
+# --- the runs: crashes, reruns, the stop ------------------------------------------------------
+
+
+def test_the_campaign_reaches_a_stop_decision(campaign):
+    assert campaign.results and campaign.results[-1]["status"] == "stopped", (
+        f"no stop decision after {MAX_RUNS} runs: {campaign.results[-3:]}"
+    )
+
+
+def test_every_injected_crash_point_is_reached(campaign):
+    crashed = [r.crash for r in campaign.runs if r.crash]
+    assert len(crashed) == len(CRASH_POINTS) and not campaign.unreached, (
+        f"crash points never reached: {campaign.unreached}"
+    )
+
+
+def test_no_item_is_sent_to_label_studio_twice(campaign):
+    twice = [
+        (i, r.crash, sorted({x for x in r.items if r.items.count(x) > 1}))
+        for i, r in enumerate(campaign.runs)
+        if len(r.items) != len(set(r.items))
+    ]
+    assert not twice, f"items sent twice (run, crash, items): {twice}"
+
+
+def test_no_annotation_disappears_from_the_ledger(campaign):
+    lost = [
+        (i, sorted(before.annotation_ids - after.annotation_ids))
+        for i, (before, after) in enumerate(itertools.pairwise(campaign.runs), start=1)
+        if not before.annotation_ids <= after.annotation_ids
+    ]
+    assert not lost, f"annotations gone from the ledger after run (run, ids): {lost}"
+
+
+def test_the_rerun_after_a_crash_after_dispatch_creates_no_task(campaign):
+    runs = campaign.runs
+    crashed = [i for i, r in enumerate(runs) if r.crash == "flows.stages.dispatch.dispatch_batch"]
+    assert len(crashed) == 2, [r.crash for r in runs]
+    for i in crashed:
+        rerun = next((r for r in runs[i + 1 :] if r.out is not None), None)
+        assert rerun is not None, f"no run completed after the crash of run {i}"
+        assert sorted(rerun.items) == sorted(runs[i].items), "the rerun created tasks"
+        receipt = rerun.out["receipt"]
+        assert receipt["created"] == 0 and receipt["already_dispatched"] > 0, receipt
+
+
+def test_the_stop_is_announced_once_with_its_reason(campaign):
+    k, reason = campaign.state["cycle"], campaign.state["decision"]["reason"]
+    announced = [line for line in campaign.log_lines if line.startswith(f"cycle {k}: STOP")]
+    assert announced == [f"cycle {k}: STOP — {reason}"], announced
+
+
+# --- the campaign state -----------------------------------------------------------------------
+
+
+def test_the_state_records_the_stop_decision(campaign):
+    assert campaign.state["stopped"] and campaign.state["decision"]["stop"]
+
+
+def test_the_stop_is_made_by_a_known_rule(campaign):
+    assert campaign.state["decision"]["rule"] in STOP_RULES
+
+
+def test_the_history_has_each_trained_cycle_once_in_order(campaign):
+    assert campaign.trained == sorted(set(campaign.trained))
+
+
+def test_at_least_three_cycles_are_trained_before_the_stop(campaign):
+    assert len(campaign.trained) >= 3, campaign.trained
+
+
+# --- data validation --------------------------------------------------------------------------
+
+
+def test_the_planted_bad_rows_are_quarantined_once_each(campaign):
+    assert sorted(r["id"] for r in campaign.quarantined) == PLANTED
+
+
+def test_every_quarantined_row_has_a_reason(campaign):
+    assert all(r["reason"] for r in campaign.quarantined), campaign.quarantined
+
+
+def test_the_planted_bad_rows_are_never_sent_to_label_studio(campaign):
+    assert not set(PLANTED) & set(campaign.items)
+
+
+# --- labels -----------------------------------------------------------------------------------
+
+
+def test_each_accepted_item_is_labeled_once(campaign):
+    ids = [r["item_id"] for r in campaign.labels]
+    assert len(set(ids)) == len(ids)
+
+
+def test_every_label_is_for_an_item_sent_to_label_studio(campaign):
+    assert {r["item_id"] for r in campaign.labels} <= set(campaign.items)
+
+
+# --- MLflow -----------------------------------------------------------------------------------
+
+
+def test_exactly_one_mlflow_run_per_trained_cycle(campaign):
+    cycles = sorted(int(r.data.tags["loopwise.cycle"]) for r in campaign.mlflow_runs)
+    assert cycles == campaign.trained
+
+
+def test_the_champion_has_the_best_holdout_accuracy(campaign):
+    assert campaign.champion is not None, "no model version has the champion alias"
+    best = max(r.data.metrics["accuracy"] for r in campaign.mlflow_runs)
+    assert float(campaign.champion.tags["holdout_accuracy"]) == pytest.approx(best)
+
+
+def test_the_report_is_logged_to_the_last_cycle_run(campaign):
+    assert "report/report.html" in campaign.last_run_artifacts
+
+
+# --- next runs --------------------------------------------------------------------------------
+
+
+def test_next_runs_have_distinct_idempotency_keys(campaign):
+    keys = [r.idempotency_key for r in campaign.next_runs]
+    assert len(keys) == len(set(keys)), sorted(keys)
+
+
+def test_one_next_run_per_go_decision_and_none_after_the_stop(campaign):
+    go_runs = sum(r["status"] in ("dispatched", "waiting") for r in campaign.results)
+    assert len(campaign.next_runs) == go_runs, (
+        sorted(r.idempotency_key for r in campaign.next_runs),
+        [r["status"] for r in campaign.results],
+    )
+
+
+def test_no_next_run_is_scheduled_for_the_stopped_cycle(campaign):
+    k = campaign.state["cycle"]
+    after_stop = [r.idempotency_key for r in campaign.next_runs if f":c{k}:" in r.idempotency_key]
+    assert not after_stop, after_stop
+
+
+def test_next_runs_run_the_same_campaign(campaign):
+    params = [r.parameters for r in campaign.next_runs]
+    assert params and all(p == {"campaign": str(campaign.path)} for p in params), params
+
+
+# --- the control share: a tenth of every batch, drawn at random, marked, never scored ---------
+
+
+def test_each_batch_holds_its_control_share(campaign):
+    from loopwise.batch import control_count
+
+    assert campaign.batches, "no selected batch in the store"
+    wrong = {
+        k: (sum(b["control"] for b in batch), len(batch))
+        for k, batch in campaign.batches.items()
+        if sum(b["control"] for b in batch) != control_count(len(batch), 0.1)
+    }
+    assert not wrong, f"cycle: (control items, batch size) {wrong}"
+
+
+def test_a_batch_of_two_or_more_has_a_control_item_and_a_smaller_one_none(campaign):
+    wrong = [
+        k
+        for k, batch in campaign.batches.items()
+        if any(b["control"] for b in batch) != (len(batch) >= 2)
+    ]
+    assert not wrong, wrong
+
+
+def test_control_items_are_never_scored(campaign):
+    scored = [
+        (k, b["item_id"])
+        for k, batch in campaign.batches.items()
+        for b in batch
+        if b["control"] and b["query_score"] is not None
+    ]
+    assert not scored, scored
+
+
+def test_items_the_strategy_picked_carry_their_query_score(campaign):
+    unscored = [
+        (k, b["item_id"])
+        for k, batch in campaign.batches.items()
+        for b in batch
+        if not b["control"] and b["query_score"] is None
+    ]
+    assert not unscored, unscored
+
+
+# --- the final report: its numbers are the ledger's -------------------------------------------
+
+
+@pytest.fixture
+def report(campaign) -> dict[str, Any]:
+    assert campaign.report is not None, "reports/report.json was not written"
+    return campaign.report
+
+
+@pytest.fixture
+def page(campaign) -> str:
+    assert campaign.page is not None, "reports/report.html was not written"
+    return campaign.page
+
+
+def test_the_final_report_is_written_for_the_stopped_campaign(report, page):
+    assert report["stopped"] is True
+
+
+def test_the_report_counts_the_accepted_labels(campaign, report):
+    assert report["labels"] == len(campaign.labels)
+
+
+def test_the_report_counts_each_submitted_annotation_once_as_paid(campaign, report):
+    assert report["annotations"] == campaign.paid
+
+
+def test_the_report_spent_is_the_paid_annotations_at_their_price(campaign, report):
+    assert report["spent"] == pytest.approx(campaign.paid * COST_PER_ANNOTATION)
+
+
+def test_the_report_history_is_the_state_history(campaign, report):
+    assert report["history"] == campaign.state["history"]
+
+
+def test_the_report_metric_is_the_last_cycle_holdout_accuracy(campaign, report):
+    assert report["metric"] == campaign.state["history"][-1]["metric"]
+
+
+def test_the_report_lists_every_annotator_who_answered(campaign, report):
+    answered_by = {a["annotator"] for a in campaign.annotations.values()}
+    assert {a["annotator"] for a in report["annotators"]} == answered_by
+
+
+def test_the_report_names_annotators_as_their_label_studio_users(report):
+    assert {a["name"] for a in report["annotators"]} == {p.name for p in PROFILES}
+
+
+def test_some_control_item_of_a_trained_model_was_labeled(campaign):
+    assert campaign.expected_control_estimates(), "no control item of a trained model was labeled"
+
+
+def test_the_report_control_estimates_are_the_labeled_control_items(campaign, report):
+    got = [(e["cycle"], e["n"], e["correct"]) for e in report["control_estimates"]]
+    assert got == campaign.expected_control_estimates()
+
+
+def test_the_report_has_one_decision_per_trained_cycle(campaign, report):
+    assert [d["cycle"] for d in report["decisions"]] == campaign.trained
+
+
+def test_the_report_last_decision_gives_the_stop_reason(campaign, report):
+    assert report["decisions"][-1]["reason"] == campaign.state["decision"]["reason"]
+
+
+def test_the_report_random_curve_grows_with_the_control_labels(report):
+    n_control_labels = [p["labels"] for p in report["random_curve"]]
+    assert n_control_labels and n_control_labels == sorted(n_control_labels), n_control_labels
+
+
+def test_the_report_random_curve_uses_no_more_labels_than_control_items(campaign, report):
+    n_control = sum(b["control"] for batch in campaign.batches.values() for b in batch)
+    assert max(p["labels"] for p in report["random_curve"]) <= n_control
+
+
+def test_the_report_page_shows_the_labels_and_the_money_spent(report, page):
+    assert f"{report['labels']:,}" in page
+    assert f"{report['spent']:,.2f}" in page
+
+
+def test_the_report_page_is_self_contained_two_charts_no_script(page):
+    assert page.count("data:image/png;base64,") == 2
+    assert "<script" not in page
+
+
+def test_the_report_page_names_each_annotator_with_their_id(report, page):
+    missing = [a for a in report["annotators"] if f"{a['name']} (#{a['annotator']})" not in page]
+    assert not missing, missing
+
+
+def test_the_report_is_published_as_a_prefect_artifact(campaign, report):
+    assert campaign.report_artifacts, f"no {campaign.name}-report artifact"
+    assert f"{report['labels']:,}" in campaign.report_artifacts[-1].data
+
+
+# --- the command line reads the same campaign -------------------------------------------------
+
+
+def test_loopwise_status_counts_the_accepted_labels(campaign):
+    res = campaign.cli_status
     assert res.exit_code == 0, res.output
     rows = {line.split()[0]: line for line in res.output.splitlines() if line.strip()}
-    assert rows["labels"].split()[-1] == str(len(labels))
-    assert "STOP" in res.output and f"{paid * 0.1:,.2f}" in res.output
-    res = cli.invoke(app, ["report", str(campaign), "--output", str(tmp_path / "r.html")])
+    assert rows["labels"].split()[-1] == str(len(campaign.labels)), res.output
+
+
+def test_loopwise_status_shows_the_stop_and_the_money_spent(campaign):
+    res = campaign.cli_status
     assert res.exit_code == 0, res.output
-    assert f"{len(labels):,} labels" in res.output
-    assert (tmp_path / "r.html").read_text().count("data:image/png;base64,") == 2
+    assert "STOP" in res.output
+    assert f"{campaign.paid * COST_PER_ANNOTATION:,.2f}" in res.output, res.output
+
+
+def test_loopwise_report_says_how_many_labels(campaign):
+    res = campaign.cli_report
+    assert res.exit_code == 0, res.output
+    assert f"{len(campaign.labels):,} labels" in res.output, res.output
+
+
+def test_loopwise_report_writes_a_page_with_two_charts(campaign):
+    assert campaign.cli_report.exit_code == 0, campaign.cli_report.output
+    assert campaign.cli_report_page is not None
+    assert campaign.cli_report_page.count("data:image/png;base64,") == 2
 
 
 def _pid(ls_client, cfg) -> int:
@@ -491,86 +879,204 @@ def flow_for_test(fn):
     return flow(name="local-scoring")(fn)
 
 
-def test_a_stalled_batch_closes_at_its_deadline_and_late_answers_still_count(
-    harness, label_studio, ls_client, tmp_path, monkeypatch
-):
+# --- a stalled batch: closed at its deadline, late answers still count ------------------------
+
+
+@dataclass
+class StalledBatch:
     """Four items of the cold start are never answered: the campaign waits for them while
     the batch has no deadline, closes it once one is set, goes on, and the answers that
     come after the close are collected and accepted by a later cycle."""
+
+    name: str
+    late: list[str]  # the four cold-start items nobody answers before the close
+    waiting: list[dict[str, Any]]  # the runs while the batch had no deadline
+    closed_before_deadline: list[dict[str, Any]]
+    at_deadline: dict[str, Any]  # the run once a deadline is set (and passed)
+    closed: list[dict[str, Any]]  # the closed-items ledger after it
+    items: list[str]  # the project's tasks after it
+    state_after_close: dict[str, Any]
+    labels_after_close: list[dict[str, Any]]
+    status: Any  # `loopwise status` while cycle 1's batch is out
+    close_batch: Any  # `loopwise run --close-batch` after the late answers came in
+    late_answers: list[dict[str, Any]]
+    labels: dict[str, dict[str, Any]]  # item → label record at the end
+    state: dict[str, Any]
+    closed_in_cycle_1: list[dict[str, Any]]
+
+    @property
+    def agreed(self) -> set[str]:
+        """Late items whose late answers all give the same label."""
+        return {
+            i
+            for i in self.late
+            if len({r["label"] for r in self.late_answers if r["item_id"] == i and r.get("label")})
+            == 1
+        }
+
+
+@pytest.fixture(scope="module")
+def stalled(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[StalledBatch]:
     from typer.testing import CliRunner
 
     from flows.cli import app
     from flows.cycle import cycle
     from loopwise.config import load_campaign
 
-    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
-    name = f"closetest-{next(_names)}"
-    schedule = {"recheck_seconds": 3600, "batch_timeout_seconds": None}
-    campaign = _write_campaign(tmp_path, label_studio, name=name, schedule=schedule)
-    cfg = load_campaign(campaign)
-    store = Store(f"{cfg.storage_root}/{name}")
-    assert cycle(campaign=str(campaign))["status"] == "dispatched"  # the cold start
-    batch = store.read_json("state.json")["open_batch"]
-    late, answered = batch[:4], batch[4:]
-    pid = _pid(ls_client, cfg)
+    tmp = tmp_path_factory.mktemp("stalled")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+        name = f"closetest-{next(_names)}"
+        schedule = {"recheck_seconds": 3600, "batch_timeout_seconds": None}
+        campaign = _write_campaign(tmp, label_studio, name=name, schedule=schedule)
+        cfg = load_campaign(campaign)
+        store = Store(f"{cfg.storage_root}/{name}")
+        cold = cycle(campaign=str(campaign))
+        assert cold["status"] == "dispatched", cold  # the cold start; nothing to test without it
+        batch = store.read_json("state.json")["open_batch"]
+        late, answered = batch[:4], batch[4:]
+        pid = _pid(ls_client, cfg)
 
-    # The answered items are resolved (disputes answered again); the four stay pending.
-    for seed in range(1, 6):
-        _annotate(label_studio, campaign, seed=seed, items=answered)
-        out = cycle(campaign=str(campaign))
-        assert out["status"] == "waiting", out
-        if set(out["progress"]["pending"]) == set(late):
-            break
-    else:
-        pytest.fail(f"the answered items never resolved: {out['progress']}")
-    assert not store.read_jsonl(f"closed/{pid}.jsonl")
+        # The answered items are resolved (disputes answered again); the four stay pending.
+        waiting = []
+        for seed in range(1, 6):
+            _annotate(label_studio, campaign, seed=seed, items=answered)
+            waiting.append(cycle(campaign=str(campaign)))
+            if set(waiting[-1].get("progress", {}).get("pending", ())) == set(late):
+                break
+        closed_before_deadline = store.read_jsonl(f"closed/{pid}.jsonl")
 
-    # A deadline is set (a day would do; a second has passed): the batch closes.
-    _write_campaign(
-        tmp_path, label_studio, name=name, schedule={**schedule, "batch_timeout_seconds": 1}
-    )
-    out = cycle(campaign=str(campaign))
+        # A deadline is set (a day would do; a second has passed): the batch closes.
+        _write_campaign(
+            tmp, label_studio, name=name, schedule={**schedule, "batch_timeout_seconds": 1}
+        )
+        at_deadline = cycle(campaign=str(campaign))
+        closed = store.read_jsonl(f"closed/{pid}.jsonl")
+        items = _server_items(ls_client, cfg.project_title)
+        state_after_close = store.read_json("state.json")
+        labels_after_close = store.read_jsonl(f"labels/{pid}.jsonl")
+
+        # The late answers come in while cycle 1's batch is out; `loopwise run --close-batch`
+        # moves on with them in the snapshot.
+        status = CliRunner().invoke(app, ["status", str(campaign)])
+        _annotate(label_studio, campaign, seed=9, items=late)
+        close_batch = CliRunner().invoke(app, ["run", str(campaign), "--close-batch"])
+        answers = store.read_jsonl(f"annotations/{pid}.jsonl")
+        yield StalledBatch(
+            name=name,
+            late=late,
+            waiting=waiting,
+            closed_before_deadline=closed_before_deadline,
+            at_deadline=at_deadline,
+            closed=closed,
+            items=items,
+            state_after_close=state_after_close,
+            labels_after_close=labels_after_close,
+            status=status,
+            close_batch=close_batch,
+            late_answers=[r for r in answers if r["item_id"] in late],
+            labels={r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")},
+            state=store.read_json("state.json"),
+            closed_in_cycle_1=[
+                r for r in store.read_jsonl(f"closed/{pid}.jsonl") if r["cycle"] == 1
+            ],
+        )
+
+
+def test_without_a_deadline_the_batch_waits_for_its_unanswered_items(stalled):
+    assert all(out["status"] == "waiting" for out in stalled.waiting), stalled.waiting
+    pending = stalled.waiting[-1]["progress"]["pending"]
+    assert set(pending) == set(stalled.late), f"the answered items never resolved: {pending}"
+
+
+def test_without_a_deadline_no_item_is_closed(stalled):
+    assert not stalled.closed_before_deadline
+
+
+def test_past_its_deadline_the_batch_closes_and_the_next_cycle_is_dispatched(stalled):
+    out = stalled.at_deadline
     assert out["status"] == "dispatched" and out["cycle"] == 1, out
-    closed = store.read_jsonl(f"closed/{pid}.jsonl")
-    assert sorted(r["item_id"] for r in closed) == sorted(late)
-    assert all(r["answers"] == 0 and r["cycle"] == 0 for r in closed)
-    assert set(late) <= set(_server_items(ls_client, cfg.project_title)), "a task was withdrawn"
-    state = store.read_json("state.json")
-    assert state["history"][-1]["cycle"] == 1
-    assert state["history"][-1]["labels"] == len(store.read_jsonl(f"labels/{pid}.jsonl"))
 
-    # The late answers come in while cycle 1's batch is out: nothing is dropped, the agreed
-    # ones are accepted, and `loopwise run --close-batch` moves on with them in the snapshot.
-    res = CliRunner().invoke(app, ["status", str(campaign)])
+
+def test_the_closed_items_are_the_unanswered_ones_with_no_answer(stalled):
+    assert sorted(r["item_id"] for r in stalled.closed) == sorted(stalled.late)
+    assert all(r["answers"] == 0 and r["cycle"] == 0 for r in stalled.closed), stalled.closed
+
+
+def test_closing_a_batch_withdraws_no_task(stalled):
+    assert set(stalled.late) <= set(stalled.items), "a task was withdrawn"
+
+
+def test_the_cycle_after_the_close_trains_on_every_accepted_label(stalled):
+    last = stalled.state_after_close["history"][-1]
+    assert last["cycle"] == 1
+    assert last["labels"] == len(stalled.labels_after_close)
+
+
+def test_loopwise_status_says_when_the_open_batch_closes(stalled):
+    res = stalled.status
     assert res.exit_code == 0 and "batch closes" in res.output, res.output
-    _annotate(label_studio, campaign, seed=9, items=late)
-    res = CliRunner().invoke(app, ["run", str(campaign), "--close-batch"])
-    assert res.exit_code == 0 and f"{name}: dispatched" in res.output, res.output
-    answers = store.read_jsonl(f"annotations/{pid}.jsonl")
-    late_answers = [r for r in answers if r["item_id"] in late]
-    assert len(late_answers) >= 2 * len(late)
-    agreed = {
-        i
-        for i in late
-        if len({r["label"] for r in late_answers if r["item_id"] == i and r.get("label")}) == 1
-    }
-    labels = {r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")}
-    assert agreed and agreed <= set(labels), (agreed, sorted(labels))
-    assert all(labels[i]["cycle"] == 1 for i in agreed)
-    state = store.read_json("state.json")
-    assert state["cycle"] == 2 and state["history"][-1]["labels"] == len(labels)
-    # Cycle 1's batch was closed with nothing answered: each item once, 0 answers.
-    closed = [r for r in store.read_jsonl(f"closed/{pid}.jsonl") if r["cycle"] == 1]
+
+
+def test_loopwise_run_close_batch_dispatches_the_next_batch(stalled):
+    res = stalled.close_batch
+    assert res.exit_code == 0 and f"{stalled.name}: dispatched" in res.output, res.output
+
+
+def test_answers_after_the_close_are_collected(stalled):
+    assert len(stalled.late_answers) >= 2 * len(stalled.late), stalled.late_answers
+
+
+def test_late_answers_that_agree_are_accepted_by_the_next_cycle(stalled):
+    agreed = stalled.agreed
+    assert agreed and agreed <= set(stalled.labels), (agreed, sorted(stalled.labels))
+    assert all(stalled.labels[i]["cycle"] == 1 for i in agreed)
+
+
+def test_closing_by_hand_moves_on_with_every_label_in_the_snapshot(stalled):
+    state = stalled.state
+    assert state["cycle"] == 2 and state["history"][-1]["labels"] == len(stalled.labels)
+
+
+def test_a_batch_closed_by_hand_with_nothing_answered_lists_each_item_once(stalled):
+    closed = stalled.closed_in_cycle_1
     assert len(closed) == len({r["item_id"] for r in closed}) == 20
 
 
-def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
-    harness, label_studio, ls_client, tmp_path, monkeypatch
-):
+# --- disputes: the review queue and the reviewer's decisions ----------------------------------
+
+
+@dataclass
+class Review:
     """Two annotators who never agree, and no third answer: the cold start's disputes go
     to the review queue (a Prefect table with a link to each task). With nothing to train
     on, the campaign waits for the expert named in ``labelstudio.reviewers``; the expert's
     answers decide, the annotators' answers are kept, and the campaign goes on."""
+
+    name: str
+    project_id: int
+    truth: dict[str, str]
+    waiting: dict[str, Any]  # the run after the crowd answered
+    labels_before: list[dict[str, Any]]
+    queue_rows: list[dict[str, Any]]  # the review artifact's rows then
+    disputed: set[str]  # items whose answers disagree, from the annotation ledger
+    review_queue_in_state: int | None
+    status: Any  # `loopwise status` then
+    after_review: dict[str, Any]  # the run after the reviewer answered
+    labels: dict[str, dict[str, Any]]  # item → label record after it
+    answers_per_item: dict[str, int]  # item → answers in the ledger after it
+    users: dict[str, str]  # Label Studio user email → id
+    quality: dict[str, float]  # annotator id → estimated accuracy
+    state: dict[str, Any]
+    queue_rows_after: list[dict[str, Any]]
+
+    @property
+    def queue(self) -> set[str]:
+        return {r["item_id"] for r in self.queue_rows}
+
+
+@pytest.fixture(scope="module")
+def review(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Review]:
     from typer.testing import CliRunner
 
     from devstack.annotators import EMAIL_DOMAIN
@@ -578,68 +1084,149 @@ def test_disputes_go_to_the_review_queue_and_a_reviewer_decides_them(
     from flows.cycle import cycle
     from loopwise.config import load_campaign
 
-    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
-    name = f"reviewtest-{next(_names)}"
-    campaign = _write_campaign(
-        tmp_path,
-        label_studio,
-        name=name,
-        max_annotations_per_item=2,
-        labelstudio={
-            "url": label_studio.url,
-            "token_env": "LOOPWISE_TEST_LS_TOKEN",
-            "reviewers": [f"rex@{EMAIL_DOMAIN}"],
-        },
-    )
-    cfg = load_campaign(campaign)
-    store = Store(f"{cfg.storage_root}/{name}")
-    truth = dict(zip(*pd.read_csv(cfg.data.source)[["uid", "truth"]].T.to_numpy(), strict=True))
-    crowd = [
-        AnnotatorProfile(name="ann", accuracy=1.0, latency=1.0),
-        AnnotatorProfile(name="wes", accuracy=0.0, latency=1.0),
-    ]
-    rex = [AnnotatorProfile(name="rex", accuracy=1.0, latency=1.0)]
-    assert cycle(campaign=str(campaign))["status"] == "dispatched"
-    pid = _pid(ls_client, cfg)
-    simulate_annotators(
-        label_studio.url, label_studio.token, pid, truth, crowd, labels=LABELS,
-        data_kind="tabular", random_state=3,
-    )  # fmt: skip
-    out = cycle(campaign=str(campaign))
-    assert out["status"] == "waiting" and not out["progress"]["pending"], out
-    assert not store.read_jsonl(f"labels/{pid}.jsonl")  # nothing to train on: why it waits
-    rows = _review_artifact(name)
-    queue = {r["item_id"] for r in rows}
-    answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
-    disputed = {i for i, n in answers.groupby("item_id")["label"].nunique().items() if n > 1}
-    assert queue and queue == disputed, (queue, disputed)
-    assert all(r["open"].endswith(f"/projects/{pid}/data?task={r['task_id']}") for r in rows)
-    assert not queue & {r["item_id"] for r in store.read_jsonl(f"labels/{pid}.jsonl")}
-    assert store.read_json("state.json")["review_queue"] == len(queue)
-    res = CliRunner().invoke(app, ["status", str(campaign)])
-    assert f"{len(queue)} dispute(s)" in res.output and f"{name}-review" in res.output, res.output
+    tmp = tmp_path_factory.mktemp("review")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+        name = f"reviewtest-{next(_names)}"
+        campaign = _write_campaign(
+            tmp,
+            label_studio,
+            name=name,
+            max_annotations_per_item=2,
+            labelstudio={
+                "url": label_studio.url,
+                "token_env": "LOOPWISE_TEST_LS_TOKEN",
+                "reviewers": [f"rex@{EMAIL_DOMAIN}"],
+            },
+        )
+        cfg = load_campaign(campaign)
+        store = Store(f"{cfg.storage_root}/{name}")
+        truth = dict(zip(*pd.read_csv(cfg.data.source)[["uid", "truth"]].T.to_numpy(), strict=True))
+        crowd = [
+            AnnotatorProfile(name="ann", accuracy=1.0, latency=1.0),
+            AnnotatorProfile(name="wes", accuracy=0.0, latency=1.0),
+        ]
+        rex = [AnnotatorProfile(name="rex", accuracy=1.0, latency=1.0)]
+        cold = cycle(campaign=str(campaign))
+        assert cold["status"] == "dispatched", cold  # the cold start; nothing to test without it
+        pid = _pid(ls_client, cfg)
+        simulate_annotators(
+            label_studio.url, label_studio.token, pid, truth, crowd, labels=LABELS,
+            data_kind="tabular", random_state=3,
+        )  # fmt: skip
+        waiting = cycle(campaign=str(campaign))
+        queue_rows = _review_artifact(name)
+        answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
+        disputed = {i for i, n in answers.groupby("item_id")["label"].nunique().items() if n > 1}
+        review_queue_in_state = store.read_json("state.json").get("review_queue")
+        labels_before = store.read_jsonl(f"labels/{pid}.jsonl")
+        status = CliRunner().invoke(app, ["status", str(campaign)])
 
-    # The reviewer answers the queue: the batch is complete, cycle 1 trains and dispatches.
-    simulate_annotators(
-        label_studio.url, label_studio.token, pid, truth, rex, labels=LABELS,
-        data_kind="tabular", items=sorted(queue), overlap=3, random_state=4,
-    )  # fmt: skip
-    out = cycle(campaign=str(campaign))
+        # The reviewer answers the queue: the batch is complete, cycle 1 trains and dispatches.
+        queue = sorted({r["item_id"] for r in queue_rows})
+        simulate_annotators(
+            label_studio.url, label_studio.token, pid, truth, rex, labels=LABELS,
+            data_kind="tabular", items=queue, overlap=3, random_state=4,
+        )  # fmt: skip
+        after_review = cycle(campaign=str(campaign))
+        answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
+        yield Review(
+            name=name,
+            project_id=pid,
+            truth=truth,
+            waiting=waiting,
+            labels_before=labels_before,
+            queue_rows=queue_rows,
+            disputed=disputed,
+            review_queue_in_state=review_queue_in_state,
+            status=status,
+            after_review=after_review,
+            labels={r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")},
+            answers_per_item=answers.groupby("item_id").size().to_dict(),
+            users={u.email: str(u.id) for u in ls_client.users.list()},
+            quality=store.read_json(f"quality/{pid}.json")["annotator_accuracy"],
+            state=store.read_json("state.json"),
+            queue_rows_after=_review_artifact(name),
+        )
+
+
+def test_with_every_item_disputed_the_campaign_waits_with_nothing_pending(review):
+    out = review.waiting
+    assert out["status"] == "waiting" and not out["progress"]["pending"], out
+
+
+def test_with_every_item_disputed_nothing_is_labeled(review):
+    assert not review.labels_before  # nothing to train on: why it waits
+
+
+def test_the_review_queue_holds_exactly_the_disputed_items(review):
+    assert review.queue and review.queue == review.disputed, (review.queue, review.disputed)
+
+
+def test_each_review_row_links_to_its_label_studio_task(review):
+    pid = review.project_id
+    bad = [
+        r
+        for r in review.queue_rows
+        if not r["open"].endswith(f"/projects/{pid}/data?task={r['task_id']}")
+    ]
+    assert not bad, bad
+
+
+def test_an_item_in_review_is_not_labeled(review):
+    assert not review.queue & {r["item_id"] for r in review.labels_before}
+
+
+def test_the_state_counts_the_review_queue(review):
+    assert review.review_queue_in_state == len(review.queue)
+
+
+def test_loopwise_status_points_to_the_review_queue(review):
+    out = review.status.output
+    assert f"{len(review.queue)} dispute(s)" in out and f"{review.name}-review" in out, out
+
+
+def test_once_reviewed_the_next_cycle_is_dispatched(review):
+    out = review.after_review
     assert out["status"] == "dispatched" and out["cycle"] == 1, out
-    labels = {r["item_id"]: r for r in store.read_jsonl(f"labels/{pid}.jsonl")}
-    assert queue <= set(labels)
-    for item in queue:
-        rec = labels[item]
-        assert rec["method"] == "expert" and rec["label"] == truth[item] and rec["cycle"] == 0
-        assert rec["n_annotations"] == 3 and rec["agreement"] == 0.5
-    answers = pd.DataFrame(store.read_jsonl(f"annotations/{pid}.jsonl"))
-    assert (answers[answers["item_id"].isin(queue)].groupby("item_id").size() == 3).all()
-    users = {u.email: str(u.id) for u in ls_client.users.list()}
-    quality = store.read_json(f"quality/{pid}.json")["annotator_accuracy"]
-    assert users[f"rex@{EMAIL_DOMAIN}"] not in quality and users[f"ann@{EMAIL_DOMAIN}"] in quality
-    assert store.read_json("state.json")["review_queue"] == 0
-    assert [r["item_id"] for r in _review_artifact(name)] == ["—"]  # the queue is empty
-    assert store.read_json("state.json")["history"][-1]["labels"] == len(labels)
+
+
+def test_the_reviewer_decides_each_disputed_item(review):
+    assert review.queue <= set(review.labels)
+    decided = {i: review.labels[i] for i in review.queue}
+    wrong = {
+        i: rec
+        for i, rec in decided.items()
+        if (rec["method"], rec["label"], rec["cycle"]) != ("expert", review.truth[i], 0)
+    }
+    assert not wrong, wrong
+
+
+def test_the_annotators_answers_are_kept_beside_the_reviewers(review):
+    kept = {i: review.labels.get(i, {}) for i in review.queue}
+    wrong = {
+        i: (rec.get("n_annotations"), rec.get("agreement"))
+        for i, rec in kept.items()
+        if (rec.get("n_annotations"), rec.get("agreement")) != (3, 0.5)
+    }
+    assert not wrong, wrong
+    assert all(review.answers_per_item[i] == 3 for i in review.queue), review.answers_per_item
+
+
+def test_the_reviewer_is_not_scored_as_an_annotator(review):
+    from devstack.annotators import EMAIL_DOMAIN
+
+    assert review.users[f"rex@{EMAIL_DOMAIN}"] not in review.quality
+    assert review.users[f"ann@{EMAIL_DOMAIN}"] in review.quality
+
+
+def test_the_review_queue_is_empty_after_the_review(review):
+    assert review.state["review_queue"] == 0
+    assert [r["item_id"] for r in review.queue_rows_after] == ["—"]  # the queue table is empty
+
+
+def test_the_cycle_after_the_review_trains_on_every_label(review):
+    assert review.state["history"][-1]["labels"] == len(review.labels)
 
 
 def test_a_cold_start_that_found_one_class_goes_on_as_a_cold_start(

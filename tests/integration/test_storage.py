@@ -1,4 +1,8 @@
-"""storage.store.Store on both backends: a local folder and S3 on a real moto_server."""
+"""storage.store.Store on both backends: a local folder and S3 on a real moto_server.
+
+Only what touches the moto server is marked ``integration`` (the ``s3`` parameter of
+the ``store`` fixture and the S3-only tests): the local half runs in ``make test-fast``.
+"""
 
 from __future__ import annotations
 
@@ -16,10 +20,10 @@ from storage import store as storage
 from storage.store import Store, open_store
 from storage.tables import read_table
 
-pytestmark = pytest.mark.integration
+needs_moto = pytest.mark.integration  # the s3_server fixture: a moto_server on 127.0.0.1
 
 
-@pytest.fixture(params=["local", "s3"])
+@pytest.fixture(params=["local", pytest.param("s3", marks=needs_moto)])
 def store(request, tmp_path) -> Store:
     """An empty store: a fresh folder, or a fresh prefix in the moto bucket."""
     if request.param == "local":
@@ -96,6 +100,7 @@ def test_local_ledger_with_a_crash_cut_last_line(tmp_path, caplog):
         store.read_jsonl("labels/2.jsonl")
 
 
+@needs_moto
 def test_s3_ledger_layout_legacy_object_and_segments(s3_server):
     store = Store(f"s3://{s3_server['bucket']}/lay-{uuid.uuid4().hex[:8]}/")
     bucket, prefix = store._backend.bucket, store._backend.prefix
@@ -119,6 +124,7 @@ def test_s3_ledger_layout_legacy_object_and_segments(s3_server):
         store.read_jsonl("qc/3.jsonl")
 
 
+@needs_moto
 def test_s3_append_takes_the_next_segment_when_its_number_is_taken(s3_server, monkeypatch):
     root = f"s3://{s3_server['bucket']}/race-{uuid.uuid4().hex[:8]}"
     a, b = Store(root), Store(root)
@@ -138,6 +144,7 @@ def test_s3_append_takes_the_next_segment_when_its_number_is_taken(s3_server, mo
     assert [r["n"] for r in b.read_jsonl("l.jsonl")] == [0, 1, 2]
 
 
+@needs_moto
 def test_s3_append_retried_after_a_lost_response_is_not_duplicated(s3_server, monkeypatch):
     """botocore retries a put whose response was lost; the retry sees 412 on its own segment."""
     from botocore.exceptions import ClientError
@@ -372,6 +379,7 @@ def test_read_table_errors_name_the_file(store):
         read_table(store.uri("raw/pool.csv"), format="xlsx")
 
 
+@needs_moto
 def test_read_table_from_a_missing_bucket_names_it(s3_server):
     with pytest.raises(FileNotFoundError, match=r"s3://no-such-bucket-xyz/pool\.csv"):
         read_table("s3://no-such-bucket-xyz/pool.csv")
@@ -380,6 +388,7 @@ def test_read_table_from_a_missing_bucket_names_it(s3_server):
 # ------------------------------------------------------------------ client configuration
 
 
+@needs_moto
 def test_standard_aws_endpoint_variables_are_honoured(s3_server, monkeypatch):
     """Without LOOPWISE_S3_ENDPOINT_URL, boto3 itself reads AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL."""
     monkeypatch.delenv("LOOPWISE_S3_ENDPOINT_URL")
@@ -394,6 +403,7 @@ def test_standard_aws_endpoint_variables_are_honoured(s3_server, monkeypatch):
     assert cfg.retries["mode"] == "standard"
 
 
+@needs_moto
 def test_s3_append_retries_the_same_segment_after_a_409(s3_server, monkeypatch):
     """409 ConditionalRequestConflict: a write of that name is in flight and may fail -- no gap."""
     from botocore.exceptions import ClientError

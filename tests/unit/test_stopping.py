@@ -88,17 +88,20 @@ def test_stopping_rules_validate_ranges_with_the_field_name(kw, match):
         StoppingRules(**kw)
 
 
-def test_stopping_rules_defaults_and_edges_accepted():
-    r = StoppingRules(kappa_threshold=1.0, max_labels=0, max_cost=0.0)
-    assert (r.plateau_epsilon, r.plateau_window, r.min_cycles_for_fit, r.kappa_cycles) == (
-        0.005,
-        3,
-        3,
-        2,
+def test_boundary_values_are_accepted_and_act_at_the_boundary():
+    # kappa_threshold 1.0: only identical predictions, kappa_cycles times in a row, stop
+    rules = quiet(kappa_threshold=1.0, kappa_cycles=2)
+    assert run(history([0.5, 0.6, 0.7], kappas=[None, 1.0, 1.0]), rules).rule == (
+        "stabilizing_predictions"
     )
-    assert (
-        StoppingRules.model_validate({"max_labels": 500, "target_metric": 0.95}).max_labels == 500
-    )
+    assert run(history([0.5, 0.6, 0.7], kappas=[None, 1.0, 0.9999]), rules).rule == "continue"
+    # a zero budget is a budget that is spent, not "no budget"
+    assert run(history([0.5]), quiet(max_labels=0)).rule == "label_budget"
+    assert run(history([0.5]), quiet(max_cost=0.0)).rule == "currency_budget"
+    # the rules as a campaign file gives them (a mapping) work like keyword arguments
+    from_file = StoppingRules.model_validate({**QUIET, "max_labels": 500, "target_metric": 0.95})
+    assert run(history([0.5], start=500), from_file).rule == "label_budget"
+    assert run(history([0.5], start=490), from_file).rule == "continue"
 
 
 def test_decide_rejects_bad_history_and_arguments():
