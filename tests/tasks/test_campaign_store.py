@@ -70,7 +70,9 @@ def test_an_old_state_file_loads_and_keeps_its_unknown_keys(tmp_path):
 def test_a_state_with_an_unknown_stage_is_an_error_naming_the_file(tmp_path):
     store = Store(tmp_path)
     store.write_json("state.json", {"cycle": 1, "stage": "exploded"})
-    with pytest.raises(ValueError, match=r"state\.json: not a campaign state \(stage: Input should be 'new'"):
+    with pytest.raises(
+        ValueError, match=r"state\.json: not a campaign state \(stage: Input should be 'new'"
+    ):
         read_state(store)
 
 
