@@ -12,19 +12,17 @@ import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
+from loopwise.state import CampaignState, Stage
+
 __all__ = ["annotate_campaign", "campaign_project_id", "campaign_state", "ground_truth", "play"]
 
 
-# What state.json says before the first run.
-NEW_STATE = {"cycle": -1, "stage": "new", "history": [], "rechecks": 0, "stopped": False}
-
-
-def campaign_state(cfg) -> tuple[Any, dict[str, Any]]:
-    """The campaign's store and its ``state.json`` as a dict (a new campaign: stage ``new``)."""
-    from storage.campaign import STATE, campaign_store
+def campaign_state(cfg) -> tuple[Any, CampaignState]:
+    """The campaign's store and its state (a new campaign: stage ``new``)."""
+    from storage.campaign import campaign_store, read_state
 
     store = campaign_store(cfg.storage_root, cfg.name)
-    return store, store.read_json(STATE, NEW_STATE)
+    return store, read_state(store)
 
 
 def ground_truth(cfg) -> dict[str, str]:
@@ -79,7 +77,7 @@ def play(
         yield state
         if project_id is None:
             project_id = campaign_project_id(cfg, token)
-        if project_id is not None and state["stage"] == "waiting":
+        if project_id is not None and state.stage is Stage.WAITING:
             seed += 1
             annotate_campaign(cfg, token, project_id, truth, profiles, seed)
         time.sleep(poll_seconds)

@@ -18,6 +18,8 @@ import time
 from devstack import labelstudio_server as lss
 from devstack.servers import REPO
 from devstack.stack import Folders, Ports, Stack
+from loopwise.state import CampaignState, Stage
+from storage.campaign import REPORT_HTML, STATE
 
 PORTS = Ports()  # Prefect 4200 (the server `loopwise run` shares), MLflow 5000, Label Studio 8080
 
@@ -42,8 +44,8 @@ def run_demo(campaign: str, timeout: float) -> int:
     os.environ.update(stack.env)
     token = stack.env["LABEL_STUDIO_API_KEY"]
     store, state = campaign_state(cfg)
-    if state.get("stopped"):
-        print(f"\nThe campaign {cfg.name} already stopped: {state['decision']['reason']}")
+    if state.stopped:
+        print(f"\nThe campaign {cfg.name} already stopped: {(state.decision or {}).get('reason')}")
         print("(`make demo-clean` forgets it and its servers' data, to run it again.)")
     else:
         out = stack.prefect("deployment", "run", cfg.deployment)
@@ -53,7 +55,7 @@ def run_demo(campaign: str, timeout: float) -> int:
         start = time.monotonic()
         for state in play(cfg, token, profiles):
             _report(state, shown)
-            if state.get("stopped"):
+            if state.stopped:
                 break
             if time.monotonic() - start >= timeout:
                 print(
@@ -74,15 +76,15 @@ def _where_to_look(stack: Stack, cfg, campaign: str, store, project_id: int | No
         f"model loopwise-{cfg.name}@champion)\n"
         f"  Label Studio  {cfg.labelstudio.url}/projects/{project_id}  (login {lss.USERNAME}; "
         f"password in {stack.folders.labelstudio_data}/.loopwise-credentials.json)\n"
-        f"  State         {store.uri('state.json')}\n"
-        f"  Report        {store.uri('reports/report.html')}  (written at the stop; "
+        f"  State         {store.uri(STATE)}\n"
+        f"  Report        {store.uri(REPORT_HTML)}  (written at the stop; "
         f"`uv run loopwise report {campaign}` rebuilds it)"
     )
 
 
-def _report(state: dict, shown: set) -> None:
+def _report(state: CampaignState, shown: set) -> None:
     """Print what is new in the campaign's state: trained cycles, decisions, open batches."""
-    for h in state.get("history") or []:
+    for h in state.history:
         if ("trained", h["cycle"]) not in shown:
             shown.add(("trained", h["cycle"]))
             print(
@@ -90,18 +92,15 @@ def _report(state: dict, shown: set) -> None:
                 f"cost {h['cost']:.2f}, holdout accuracy {h['metric']:.4f}",
                 flush=True,
             )
-    d, k = state.get("decision"), state["cycle"]
-    if (
-        d
-        and state["stage"] in ("decided", "selected", "waiting", "stopped")
-        and ("decided", k) not in shown
-    ):
+    d, k = state.decision, state.cycle
+    decided = (Stage.DECIDED, Stage.SELECTED, Stage.WAITING, Stage.STOPPED)
+    if d and state.stage in decided and ("decided", k) not in shown:
         shown.add(("decided", k))
         print(f"  cycle {k}: {'STOP' if d['stop'] else 'go on'} — {d['reason'][:400]}", flush=True)
-    if state["stage"] == "waiting" and ("waiting", k) not in shown:
+    if state.stage is Stage.WAITING and ("waiting", k) not in shown:
         shown.add(("waiting", k))
         print(
-            f"  cycle {k}: batch of {len(state.get('open_batch') or [])} out with annotators",
+            f"  cycle {k}: batch of {len(state.open_batch or [])} out with annotators",
             flush=True,
         )
 

@@ -58,10 +58,12 @@ def _confusion_codes(profiles: Sequence[AnnotatorProfile], classes: pd.Index) ->
     for a, p in enumerate(profiles):
         for true, wrong in p.confusion.items():
             k, w = classes.get_indexer([true, wrong])
-            if k < 0 or w < 0 or k == w:
+            if k < 0 or w < 0:
+                continue  # a profile file shared by campaigns: a pair of another label set
+            if k == w:
                 raise ValueError(
-                    f"annotator_profiles[{a}].confusion maps {true!r} → {wrong!r}; both must be "
-                    f"distinct labels of {list(classes)!r}"
+                    f"annotator_profiles[{a}].confusion maps {true!r} to itself; a confusion "
+                    "names the wrong label given for a true one"
                 )
             out[a, k] = w
     return out
@@ -89,7 +91,8 @@ def draw_answers(
         The true class code (position in ``classes``) of each answer; broadcast
         against ``who``.
     classes : sequence or Index
-        The label set; the ``confusion`` labels must be in it.
+        The label set. A ``confusion`` pair naming a label outside it is ignored (one
+        profile file serves campaigns with different label sets).
     random_state : int, RandomState instance or None
         Seeds the answers (drawn in this order: right or wrong, the uniform wrong class,
         then the skips if any annotator skips).
@@ -102,7 +105,7 @@ def draw_answers(
     Raises
     ------
     ValueError
-        If a ``confusion`` maps a label outside ``classes`` or a label to itself.
+        If a ``confusion`` maps a label to itself.
     """
     classes = pd.Index(classes)
     who = np.asarray(who, dtype=np.intp)

@@ -12,6 +12,7 @@ from rich.table import Table
 from flows.cli._console import CampaignArg, load, out, steps
 from flows.cli._prefect import prefect_api
 from loopwise.config import CampaignConfig
+from loopwise.state import CampaignState, Stage
 
 app = typer.Typer()
 
@@ -24,28 +25,27 @@ def status(campaign: CampaignArg) -> None:
 
     cfg = load(campaign)
     store = campaign_store(cfg.storage_root, cfg.name)
-    # The ledgers from the records; the state as the plain dict of state.json.
-    rec = {**campaign_records(store), "state": store.read_json(STATE) or {"stage": "new"}}
+    rec = campaign_records(store)
     table = Table(title=f"campaign {cfg.name}", show_header=False, title_justify="left", box=None)
     table.add_column(style="bold")
     table.add_column()
-    if rec["state"]["stage"] == "new":
+    if rec["state"].stage is Stage.NEW:
         table.add_row("status", "not started (loopwise run, or a deployment run)")
     else:
         for row in _status_rows(cfg, rec):
             table.add_row(*row)
-        table.add_row("state", store.uri("state.json"))
+        table.add_row("state", store.uri(STATE))
     out.print(table)
 
 
 def _status_rows(cfg: CampaignConfig, rec: dict[str, Any]) -> list[tuple[str, str]]:
     """The rows of ``status`` for a started campaign, from its records."""
-    state = rec["state"]
+    state: CampaignState = rec["state"]
     accepted = {r["item_id"] for r in rec["labels"]}
     paid = sum(a["status"] in ("accepted", "rejected") for a in rec["annotations"])
     last = rec["history"][-1] if rec["history"] else None
     rows = [
-        ("cycle", f"{state['cycle']} ({state['stage']})"),
+        ("cycle", f"{state.cycle} ({state.stage.value})"),
         ("labels bought", f"{len(accepted):,}"),
         ("annotations paid", f"{paid:,}"),
         ("money spent", f"{paid * cfg.budget.cost_per_annotation:,.2f}"),
@@ -56,36 +56,36 @@ def _status_rows(cfg: CampaignConfig, rec: dict[str, Any]) -> list[tuple[str, st
             else f"{last['metric']:.4f} (cycle {last['cycle']}, {last['labels']} labels)",
         ),
     ]
-    if state.get("open_batch"):
+    if state.open_batch:
         rows += _open_batch_rows(cfg, state, accepted)
-    if state.get("review_queue"):
+    if state.review_queue:
         rows.append(
             (
                 "review queue",
-                f"{state['review_queue']} dispute(s) for labelstudio.reviewers "
+                f"{state.review_queue} dispute(s) for labelstudio.reviewers "
                 f"(Prefect artifact {cfg.name.replace('_', '-').lower()}-review)",
             )
         )
-    d = state.get("decision")
+    d = state.decision
     if d:
         verdict = "STOP" if d["stop"] else "go on"
         rows.append(("last decision", f"{verdict} ({d['rule']}): {d['reason']}"))
-    nxt = state.get("next_run") or {}
-    if nxt.get("flow_run_name") and not state.get("stopped"):
+    nxt = state.next_run or {}
+    if nxt.get("flow_run_name") and not state.stopped:
         rows.append(("next run", f"{nxt['flow_run_name']} at {nxt.get('scheduled_time')}"))
     return rows
 
 
 def _open_batch_rows(
-    cfg: CampaignConfig, state: dict[str, Any], accepted: set[str]
+    cfg: CampaignConfig, state: CampaignState, accepted: set[str]
 ) -> list[tuple[str, str]]:
     """How much of the open batch is in, and when it closes."""
-    items = state["open_batch"]
+    items = state.open_batch or []
     done = sum(i in accepted for i in items)
     rows = [("open batch", f"{done}/{len(items)} items labeled and accepted")]
     timeout = cfg.schedule.batch_timeout_seconds
-    if state.get("waiting_since") and timeout is not None:
-        closes = dt.datetime.fromisoformat(state["waiting_since"]) + dt.timedelta(seconds=timeout)
+    if state.waiting_since and timeout is not None:
+        closes = dt.datetime.fromisoformat(state.waiting_since) + dt.timedelta(seconds=timeout)
         rows.append(
             (
                 "batch closes",

@@ -171,7 +171,7 @@ def run_campaign(stack: Stack, campaign_file: Path, timeout: float = 600.0) -> d
     start = last_check = time.monotonic()
     for state in play(cfg, token, profiles):
         # Stopped, and the run that stopped it finished too (it writes the report last).
-        if state.get("stopped") and not _runs_in(stack, ["RUNNING", "PENDING"]):
+        if state.stopped and not _runs_in(stack, ["RUNNING", "PENDING"]):
             break
         if time.monotonic() - start > timeout:
             raise TimeoutError(
@@ -186,7 +186,7 @@ def run_campaign(stack: Stack, campaign_file: Path, timeout: float = 600.0) -> d
                 raise RuntimeError(f"flow runs failed: {failed}\n{stack.logs()}")
     return {
         "cfg": cfg,
-        "state": state,
+        "state": state.model_dump(mode="json"),
         "project_id": campaign_project_id(cfg, token),
         "seconds": time.monotonic() - start,
     }

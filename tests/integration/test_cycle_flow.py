@@ -10,6 +10,7 @@ claim on what it left behind. Shorter scenarios follow it.
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import itertools
 import json
@@ -790,7 +791,7 @@ def test_a_campaign_on_s3_storage_keeps_its_state_ledgers_and_snapshots_in_the_b
     res = CliRunner().invoke(app, ["run", str(campaign)])  # cold start, from the command line
     assert res.exit_code == 0 and f"{name}: dispatched" in res.output, res.output
     profiles = tmp_path / "annotators.yaml"
-    profiles.write_text(yaml.safe_dump({"annotators": [p.model_dump() for p in PROFILES]}))
+    profiles.write_text(yaml.safe_dump({"annotators": [dataclasses.asdict(p) for p in PROFILES]}))
     res = CliRunner().invoke(app, ["annotate", str(campaign), "--profiles", str(profiles)])
     assert res.exit_code == 0 and f"{name}: 32 answers posted" in res.output, res.output
     out = cycle(campaign=str(campaign))

@@ -366,7 +366,7 @@ def test_adaptive_overlap_and_consensus_qc_through_the_server(label_studio, proj
 def test_cli_simulates_annotators_from_a_profile_file(label_studio, project, tmp_path, monkeypatch):
     from typer.testing import CliRunner
 
-    from loopwise.cli import app
+    from flows.cli import app
 
     pid, store = project
     batch = _batch(6)

@@ -36,5 +36,19 @@ def test_profile_and_confusion_are_validated():
         AnnotatorProfile(1.5)
     with pytest.raises(ValidationError, match="name"):
         AnnotatorProfile(0.9, name="two words")
-    with pytest.raises(ValueError, match=r"annotator_profiles\[0\].confusion maps 'a' → 'z'"):
-        draw_answers([AnnotatorProfile(0.5, {"a": "z"})], [0], [0], ["a", "b"], 0)
+    # a label outside the set: ignored (the wrong answer is drawn uniformly instead)
+    got = draw_answers([AnnotatorProfile(0.0, {"a": "z"})], [0] * 50, [0] * 50, ["a", "b"], 0)
+    assert (got == 1).all()
+
+
+def test_a_confusion_of_another_label_set_is_ignored_and_a_self_confusion_refused():
+    import pandas as pd
+
+    from loopwise.annotators import _confusion_codes
+
+    classes = pd.Index(["a", "b", "c"])
+    shared = AnnotatorProfile(0.5, {"ENTY": "DESC", "a": "c", "b": "ZZZ"})
+    assert _confusion_codes([shared], classes).tolist() == [[2, -1, -1]]
+    with pytest.raises(ValueError, match="maps 'a' to itself"):
+        _confusion_codes([AnnotatorProfile(0.5, {"a": "a"})], classes)
+    assert np.all(_confusion_codes([AnnotatorProfile(0.5)], classes) == -1)

@@ -313,7 +313,7 @@ def test_adaptive_overlap_simulation_validates():
         simulate_adaptive_overlap(y, pred, conf, [0.9, 1.5, 0.8], random_state=0)
     with pytest.raises(ValueError, match="model_confidence must have the shape"):
         simulate_adaptive_overlap(y, pred, conf[:-1], [0.9, 0.8, 0.7], random_state=0)
-    with pytest.raises(ValueError, match="confusion maps 0 → 0"):
+    with pytest.raises(ValueError, match="confusion maps 0 to itself"):
         simulate_adaptive_overlap(
             y, pred, conf, [0.9, 0.8, AnnotatorProfile(0.7, {0: 0})], random_state=0
         )
