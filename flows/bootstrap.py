@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from prefect import flow
 from pydantic import Field
 
-from flows.stages.context import open_campaign
+from flows.stages.context import CampaignRun, open_campaign
 from flows.stages.dispatch import dispatch_and_schedule
 from flows.stages.select import select_cold_start
 from loopwise.state import Stage
@@ -22,6 +22,11 @@ def bootstrap(
 ) -> dict[str, Any]:
     """Select the first batch without a model (cold start) and send it to Label Studio."""
     run = open_campaign(campaign, {"batch_size": batch_size})
+    with run.held() as busy:
+        return busy or _cold_start(run)
+
+
+def _cold_start(run: CampaignRun) -> dict[str, Any]:
     if not run.state.cold_start:
         print(
             f"campaign {run.cfg.name} is past its cold start (cycle {run.state.cycle}); nothing to do"

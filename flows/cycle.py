@@ -17,7 +17,7 @@ from prefect import flow, unmapped
 from pydantic import Field
 
 from flows.stages.advance import advance_open_batch
-from flows.stages.context import open_campaign
+from flows.stages.context import CampaignRun, open_campaign
 from flows.stages.decide import decide, resume_stopped, run_summary, stop_campaign
 from flows.stages.dispatch import dispatch_and_schedule
 from flows.stages.select import select_next_batch
@@ -48,16 +48,22 @@ def cycle(
     ``schedule.batch_timeout_seconds`` would: the cycle retrains on what was accepted,
     and late answers to the unresolved items still count. Next runs never inherit it.
     """
-    new_budget = budget_labels is not None or budget_currency is not None
     overrides = {"batch_size": batch_size, "strategy": strategy}
     overrides |= {"budget_labels": budget_labels, "budget_currency": budget_currency}
     run = open_campaign(campaign, overrides)
+    with run.held() as busy:
+        return busy or _next_step(run, close_batch=close_batch)
+
+
+def _next_step(run: CampaignRun, *, close_batch: bool) -> dict[str, Any]:
+    """The stages, in order, from where the state says the campaign stands."""
+    new_budget = any(run.params.get(b) is not None for b in ("budget_labels", "budget_currency"))
     if run.state.stopped and (done := resume_stopped(run, new_budget=new_budget)):
         return done
     if run.state.cold_start:
         from flows.bootstrap import bootstrap
 
-        return bootstrap(campaign=campaign, batch_size=batch_size)
+        return bootstrap(campaign=run.params["campaign"], batch_size=run.params.get("batch_size"))
     data = run.load_data()
     qc, waiting = advance_open_batch(run, close_batch=close_batch)
     if waiting is not None:

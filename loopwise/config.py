@@ -236,6 +236,13 @@ class ScheduleConfig(_Strict):
     deployment: str | None = Field(
         None, description="'flow/deployment' the next run is created for; default cycle/<name>"
     )
+    lease_seconds: float = Field(
+        1800,
+        ge=30,
+        description="one run holds the campaign at a time: its lease lapses this long after "
+        "its last renewal (every stage renews it), so the lease of a run that died frees the "
+        "campaign for the next run",
+    )
 
 
 class CampaignConfig(_Strict):

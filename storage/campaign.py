@@ -11,9 +11,12 @@ Under ``<storage root>/<campaign name>``:
 
 from __future__ import annotations
 
+import datetime as dt
 import json
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any, Literal, TypeVar
 
 from pydantic import ValidationError
@@ -22,9 +25,13 @@ from loopwise.state import CampaignState, Stage
 from storage.store import Store
 
 __all__ = [
+    "LEASES",
     "STATE",
     "STOP_SET",
+    "CampaignBusy",
+    "Lease",
     "Ledgers",
+    "acquire_lease",
     "campaign_root",
     "campaign_store",
     "checkpoint",
@@ -112,6 +119,17 @@ def checkpointed(
 # ---------------------------------------------------------------- ledgers
 
 
+#: The natural id of a ledger record (None: not keyed, e.g. a dispatch intent, which is
+#: logged at every attempt).
+_NATURAL_IDS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
+    "annotations": lambda r: (r.get("annotation_id"), r.get("updated_at")),
+    "labels": lambda r: r.get("item_id"),
+    "dispatch": lambda r: ("sent", r.get("item_id")) if r.get("event") == "sent" else None,
+    "closed": lambda r: (r.get("item_id"), r.get("cycle")),
+    "review": lambda r: (r.get("item_id"), r.get("cycle"), r.get("overlap")),
+}
+
+
 class Ledgers:
     """The append-only ledgers of one Label Studio project, read from the store at most once.
 
@@ -164,12 +182,20 @@ class Ledgers:
         return list(self._cache[name])
 
     def append(self, name: LedgerName, records: Iterable[Mapping[str, Any]]) -> int:
-        """Append records (durable before returning); the number appended."""
+        """Append the records whose natural id the ledger does not hold yet (durable before
+        returning); the number appended. A replay of an append writes nothing twice."""
         # As a reader would see them: JSON round-trip, the store's own encoding.
         rows = [json.loads(json.dumps(r, sort_keys=True, default=str)) for r in records]
-        n = self.store.append_jsonl(self.key(name), rows)
-        if name in self._cache:
-            self._cache[name].extend(rows)
+        natural = _NATURAL_IDS[name]
+        seen = {natural(r) for r in self.read(name)} - {None}
+        fresh = []
+        for r in rows:
+            key = natural(r)
+            if key is None or key not in seen:
+                fresh.append(r)
+                seen.add(key)
+        n = self.store.append_jsonl(self.key(name), fresh)
+        self._cache[name].extend(fresh)
         return n
 
     # -- views the stages ask for
@@ -197,3 +223,100 @@ class Ledgers:
     def dispatched_ids(self) -> list[str]:
         """Every item ever sent to the project, in dispatch order."""
         return [r["item_id"] for r in self.read("dispatch") if r.get("event") == "sent"]
+
+
+# ---------------------------------------------------------------- one run per campaign
+
+LEASES = "lease"
+
+
+class CampaignBusy(RuntimeError):
+    """Another run holds the campaign's lease; ``holder`` is its lease record."""
+
+    def __init__(self, holder: Mapping[str, Any]) -> None:
+        self.holder = dict(holder)
+        super().__init__(
+            f"held by {holder.get('holder')} since {holder.get('acquired_at')} "
+            f"(lease until {holder.get('expires_at')})"
+        )
+
+
+def _lease_key(seq: int) -> str:
+    return f"{LEASES}/{seq:012d}.json"
+
+
+def _lease_active(record: Mapping[str, Any] | None, now: dt.datetime) -> bool:
+    return bool(
+        record
+        and not record.get("released")
+        and dt.datetime.fromisoformat(record["expires_at"]) > now
+    )
+
+
+@dataclass
+class Lease:
+    """The campaign's lease, held by one run: ``lease/<seq>.json``, created atomically.
+
+    A run takes the next number with an atomic create (a hard link on a local disk,
+    ``If-None-Match`` on S3), so two runs can never both hold it. A lease expires
+    ``ttl_seconds`` after its last renewal: the lease of a run that died lapses and the
+    next run takes over. Only its holder ever rewrites a lease (to renew or release it).
+    """
+
+    store: Store
+    seq: int
+    holder: str
+    ttl_seconds: float
+    acquired_at: str
+    nested: bool = False  # the holder had it already (a subflow): the outer run releases it
+    _renewed: float = field(default_factory=time.monotonic, repr=False)
+
+    def _record(self, *, released: bool = False) -> dict[str, Any]:
+        now = dt.datetime.now(dt.UTC)
+        until = now if released else now + dt.timedelta(seconds=self.ttl_seconds)
+        return {
+            "holder": self.holder,
+            "acquired_at": self.acquired_at,
+            "renewed_at": now.isoformat(),
+            "expires_at": until.isoformat(),
+            "released": released,
+        }
+
+    def renew(self) -> None:
+        """Push the expiry ``ttl_seconds`` from now; an error if another run took over."""
+        if self.store.exists(_lease_key(self.seq + 1)):
+            raise CampaignBusy(self.store.read_json(_lease_key(self.seq + 1)) or {})
+        self.store.write_json(_lease_key(self.seq), self._record())
+        self._renewed = time.monotonic()
+
+    def renew_if_due(self) -> None:
+        """Renew once a third of the lease has passed (not on every state change)."""
+        if time.monotonic() - self._renewed > self.ttl_seconds / 3:
+            self.renew()
+
+    def release(self) -> None:
+        """Give the campaign up (a later run takes the next lease at once)."""
+        if not self.nested and not self.store.exists(_lease_key(self.seq + 1)):
+            self.store.write_json(_lease_key(self.seq), self._record(released=True))
+
+
+def acquire_lease(store: Store, holder: str, ttl_seconds: float, *, attempts: int = 5) -> Lease:
+    """Take the campaign's lease for ``holder``, or raise :class:`CampaignBusy` naming the
+    run that holds it. Re-entrant: a holder that already has the lease gets it renewed."""
+    if ttl_seconds <= 0:
+        raise ValueError(f"ttl_seconds must be > 0, got {ttl_seconds}")
+    current: dict[str, Any] | None = None
+    for _ in range(attempts):
+        seqs = [int(k.rsplit("/", 1)[-1].split(".")[0]) for k in store.list(LEASES)]
+        seq = max(seqs, default=0)
+        current = store.read_json(_lease_key(seq)) if seq else None
+        if _lease_active(current, dt.datetime.now(dt.UTC)):
+            if current["holder"] != holder:
+                raise CampaignBusy(current)
+            lease = Lease(store, seq, holder, ttl_seconds, current["acquired_at"], nested=True)
+            lease.renew()
+            return lease
+        lease = Lease(store, seq + 1, holder, ttl_seconds, dt.datetime.now(dt.UTC).isoformat())
+        if store.create_json(_lease_key(seq + 1), lease._record()):
+            return lease
+    raise CampaignBusy(current or {"holder": "another run (the lease kept changing hands)"})

@@ -133,7 +133,7 @@ def _split_s3(uri: str) -> tuple[str, str]:
     return bucket, rest
 
 
-def _s3_client():
+def _s3_client(*, connect_timeout: float = 10, read_timeout: float = 60, attempts: int = 8):
     """A new boto3 S3 client configured from the environment (see the module docstring)."""
     import boto3
     from botocore.config import Config
@@ -142,9 +142,9 @@ def _s3_client():
     if style := os.environ.get(ADDRESSING_ENV):
         s3_opts["addressing_style"] = style
     config = Config(
-        retries={"mode": "standard", "max_attempts": 8},
-        connect_timeout=10,
-        read_timeout=60,
+        retries={"mode": "standard", "max_attempts": attempts},
+        connect_timeout=connect_timeout,
+        read_timeout=read_timeout,
         s3=s3_opts or None,
     )
     # None lets botocore apply AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL / the config file itself.
@@ -227,7 +227,15 @@ class _LocalBackend:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, path)
+            if not if_absent:
+                os.replace(tmp, path)
+                return True
+            try:  # atomic create: a hard link fails if the name exists (two writers: one wins)
+                os.link(tmp, path)
+            except FileExistsError:
+                return False
+            finally:
+                Path(tmp).unlink(missing_ok=True)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -465,6 +473,16 @@ class Store:
             self.root = Path(raw)
             self._backend = _LocalBackend(self.root)
 
+    def probe(self, timeout: float = 5.0) -> None:
+        """Check the store answers within ``timeout`` seconds (one try; S3: the bucket is
+        reachable and readable); an error naming the store otherwise."""
+        if self.is_local:
+            return
+        backend = self._backend
+        client = _s3_client(connect_timeout=timeout, read_timeout=timeout, attempts=1)
+        with _s3_errors(backend.uri("")):
+            client.list_objects_v2(Bucket=backend.bucket, Prefix=backend.obj(""), MaxKeys=1)
+
     @property
     def is_local(self) -> bool:
         return isinstance(self._backend, _LocalBackend)
@@ -524,6 +542,13 @@ class Store:
             return json.loads(data)
         except json.JSONDecodeError as err:
             raise ValueError(f"{self.uri(key)}: not valid JSON ({err})") from err
+
+    def create_json(self, key: str, obj: Any) -> bool:
+        """Create a JSON document only if none exists, atomically on both backends (local: a
+        hard link; S3: ``If-None-Match: *``); whether this call created it."""
+        k = _check_key(key)
+        data = json.dumps(obj, indent=1, sort_keys=True, default=str).encode("utf-8")
+        return self._backend.write(k, data, if_absent=True)
 
     def write_bytes(self, key: str, data: bytes) -> None:
         """Replace an object atomically with ``data``."""

@@ -29,8 +29,20 @@ def model_name(cfg: CampaignConfig) -> str:
     return f"loopwise-{cfg.name}"
 
 
+#: MLflow's own HTTP retries, bounded (its defaults back off for about four minutes a call,
+#: and the task retries multiply that); a setting of the environment wins.
+_MLFLOW_HTTP = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+}
+
+
 def _client(cfg: CampaignConfig):
     import mlflow
+
+    for name, value in _MLFLOW_HTTP.items():
+        os.environ.setdefault(name, value)
 
     mlflow.set_tracking_uri(cfg.mlflow.tracking_uri)
     return mlflow, mlflow.MlflowClient(cfg.mlflow.tracking_uri)
@@ -106,8 +118,15 @@ def _log_artifacts(
     mlflow.log_table(quality, "annotator_quality.json")
 
 
-def _register(mlflow: Any, client: Any, cfg: CampaignConfig, model: Any, accuracy: float):
-    """Log the model, register a version; (version, whether it became champion)."""
+def _register(
+    mlflow: Any, client: Any, cfg: CampaignConfig, run_id: str, model: Any, accuracy: float
+):
+    """Log the model and register one version per cycle run (a resumed run that registered
+    one already reuses it); (version, whether it became champion)."""
+    found = client.search_model_versions(f"name='{model_name(cfg)}' and run_id='{run_id}'")
+    if found:
+        version = str(min(int(v.version) for v in found))
+        return version, _maybe_promote(client, cfg, version, accuracy)
     info = mlflow.sklearn.log_model(
         model,
         name="model",
@@ -162,7 +181,7 @@ def log_cycle(
         _log_artifacts(
             mlflow, cfg, cycle, metrics, history, snapshot, snapshot_info, annotator_quality
         )
-        version, champion = _register(mlflow, client, cfg, model, metrics["accuracy"])
+        version, champion = _register(mlflow, client, cfg, run_id, model, metrics["accuracy"])
         result = {
             "run_id": run_id,
             "experiment_id": experiment_id,

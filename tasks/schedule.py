@@ -1,4 +1,5 @@
-"""The next scheduled run: exactly one per go decision, none after a stop."""
+"""The next scheduled run: exactly one per go decision, none after a stop, and at most one
+waiting per campaign (a new one replaces the others of the campaign's chain)."""
 
 from __future__ import annotations
 
@@ -35,8 +36,10 @@ def schedule_next_run(
             "reason": f"no deployment {deployment!r}: the next run must be started by hand "
             "(loopwise run, or deploy with prefect.yaml)",
         }
+    replaced = _cancel_other_next_runs(run.deployment_id, run.id)
     return {
         "created": True,
+        "replaced": replaced,
         "flow_run_id": str(run.id),
         "flow_run_name": run.name,
         "scheduled_time": when.isoformat(),
@@ -49,3 +52,37 @@ def describe_next(nxt: dict[str, Any]) -> str:
     if nxt.get("created"):
         return f"{nxt['flow_run_name']} at {nxt['scheduled_time']}"
     return nxt.get("reason", "not scheduled")
+
+
+def _cancel_other_next_runs(deployment_id: Any, keep: Any) -> int:
+    """Cancel the campaign's other scheduled next runs (a manual run beside the scheduled one
+    would otherwise start a second chain of re-checks); runs people started are left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        DeploymentFilter,
+        DeploymentFilterId,
+        FlowRunFilter,
+        FlowRunFilterState,
+        FlowRunFilterStateType,
+        FlowRunFilterTags,
+    )
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelled
+
+    if deployment_id is None:
+        return 0
+    waiting = FlowRunFilter(
+        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
+        tags=FlowRunFilterTags(all_=["next-cycle"]),
+    )
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(
+            flow_run_filter=waiting,
+            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
+        )
+        others = [r for r in runs if r.id != keep]
+        for r in others:
+            client.set_flow_run_state(
+                r.id, Cancelled(message=f"replaced by the campaign's next run {keep}"), force=True
+            )
+    return len(others)

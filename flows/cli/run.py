@@ -87,6 +87,9 @@ def deploy(
                 tags=["loopwise", cfg.name],
                 description=f"Loopwise campaign {cfg.name}: one active-learning cycle per run.",
                 cron=cron,
+                # One run of a campaign at a time; a second waits for the slot (the lease
+                # in the store holds it off as well, for runs started outside a worker).
+                concurrency_limit=1,
                 build=False,
                 push=False,
                 print_next_steps=False,

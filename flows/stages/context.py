@@ -4,6 +4,9 @@ Studio target and ledgers, and the validated pool."""
 from __future__ import annotations
 
 import os
+import socket
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -12,10 +15,19 @@ import pandas as pd
 
 from loopwise.config import CampaignConfig, ConfigError, load_campaign
 from loopwise.state import CampaignState
-from storage.campaign import Ledgers, campaign_store, read_state, write_state
+from storage.campaign import (
+    CampaignBusy,
+    Lease,
+    Ledgers,
+    acquire_lease,
+    campaign_store,
+    read_state,
+    write_state,
+)
 from storage.store import Store
 from tasks.data import load_pool, quarantine_broken_lines, split_holdout
 from tasks.labelstudio import LabelStudioTarget, ensure_project, user_ids
+from tasks.preflight import check_services
 
 __all__ = ["CampaignRun", "PoolData", "open_campaign"]
 
@@ -44,11 +56,34 @@ class CampaignRun:
     params: dict[str, Any]  # what the next scheduled run gets
     _ledgers: Ledgers | None = field(default=None, repr=False)
     _experts: set[str] | None = field(default=None, repr=False)
+    _lease: Lease | None = field(default=None, repr=False)
 
     def save(self, **changes: Any) -> CampaignState:
-        """Move the state (``state.json`` replaced atomically)."""
+        """Move the state (``state.json`` replaced atomically), renewing the run's lease first:
+        a run that lost the campaign to another (its lease lapsed) stops here."""
+        if self._lease is not None:
+            self._lease.renew_if_due()
         self.state = write_state(self.store, self.state, **changes)
         return self.state
+
+    @contextmanager
+    def held(self) -> Iterator[dict[str, Any] | None]:
+        """Hold the campaign for this run: yields None, or the result of a run that must do
+        nothing because another run holds the campaign (one line says which). Every external
+        service is checked first: one that is down fails the run at once, naming it."""
+        check_services(self.cfg, self.store, labelstudio=bool(self.target.token))
+        try:
+            self._lease = acquire_lease(self.store, _holder(), self.cfg.schedule.lease_seconds)
+        except CampaignBusy as busy:
+            print(f"campaign {self.cfg.name} is {busy}: this run does nothing")
+            yield {"status": "busy", "holder": busy.holder}
+            return
+        self.state = read_state(self.store)  # as the previous holder left it
+        try:
+            yield None
+        finally:
+            self._lease.release()
+            self._lease = None
 
     def ledgers(self) -> Ledgers:
         """The project's ledgers (the project found or created on first use)."""
@@ -118,3 +153,13 @@ def open_campaign(
     params = {"campaign": campaign, **{k: v for k, v in overrides.items() if v is not None}}
     target = LabelStudioTarget(cfg.labelstudio.url, token)
     return CampaignRun(cfg, store, read_state(store), target, params)
+
+
+def _holder() -> str:
+    """Who holds a lease: the root flow run (a subflow shares its parent's lease), else the
+    process."""
+    from prefect.runtime import flow_run
+
+    if flow_run.get_id():
+        return f"flow run {flow_run.root_flow_run_id}"
+    return f"process {os.getpid()} on {socket.gethostname()}"

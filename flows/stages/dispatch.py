@@ -23,6 +23,7 @@ def dispatch_and_schedule(
 ) -> dict[str, Any]:
     """Send the selected batch to Label Studio (once), then schedule the first re-check."""
     cfg, k, ledgers = run.cfg, run.state.cycle, run.ledgers()
+    sent: list[dict[str, Any]] = []  # what this run sent (nothing on a re-run)
 
     def send() -> dict[str, Any]:
         receipt = dispatch_batch(
@@ -35,14 +36,18 @@ def dispatch_and_schedule(
             labels=cfg.labels,
         )
         publish_batch(cfg, k, selected["batch"])
+        sent.append(receipt)
         return receipt
 
     receipt = checkpointed(run.store, k, "dispatched", send)
     items = [b["item_id"] for b in selected["batch"]]
-    print(
-        f"cycle {k}: dispatched {receipt['created']} new task(s) "
-        f"({receipt['already_dispatched']} already there) with {selected['strategy']}"
-    )
+    if sent:
+        print(
+            f"cycle {k}: dispatched {receipt['created']} new task(s) "
+            f"({receipt['already_dispatched']} already there) with {selected['strategy']}"
+        )
+    else:  # a re-run: this run sent nothing
+        print(f"cycle {k}: the batch of {len(items)} was already dispatched; nothing sent")
     # Schedule before the state says "waiting": a crash in between is re-run from the
     # dispatch checkpoint and meets the same idempotency key, so no second run appears.
     key = f"{cfg.name}:c{k}:dispatched"

@@ -579,6 +579,14 @@ def test_no_next_run_is_scheduled_for_the_stopped_cycle(campaign):
     assert not after_stop, after_stop
 
 
+def test_at_most_one_next_run_of_the_campaign_waits_and_the_others_were_replaced(campaign):
+    from prefect.client.schemas.objects import StateType
+
+    kinds = [r.state.type for r in campaign.next_runs]
+    assert kinds.count(StateType.SCHEDULED) == 1, kinds
+    assert kinds.count(StateType.CANCELLED) == len(kinds) - 1, kinds
+
+
 def test_next_runs_run_the_same_campaign(campaign):
     params = [r.parameters for r in campaign.next_runs]
     assert params and all(p == {"campaign": str(campaign.path)} for p in params), params
@@ -757,6 +765,53 @@ def _pid(ls_client, cfg) -> int:
         p for p in ls_client.projects.list(title=cfg.project_title) if p.title == cfg.project_title
     ]
     return int(project.id)
+
+
+def test_a_new_next_run_replaces_the_chain_s_waiting_run_but_not_a_run_people_started(harness):
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.objects import StateType
+
+    from tasks.schedule import schedule_next_run
+
+    name = f"chain-{next(_names)}"
+    deployment_id = _create_deployment(name)
+    params = {"campaign": "configs/x.yaml"}
+    first = schedule_next_run.fn(f"cycle/{name}", params, 600, "x:c1:dispatched")
+    with get_client(sync_client=True) as client:
+        manual = client.create_flow_run_from_deployment(deployment_id, parameters=params)
+    second = schedule_next_run.fn(f"cycle/{name}", params, 600, "x:c1:recheck:0")
+    retry = schedule_next_run.fn(f"cycle/{name}", params, 600, "x:c1:recheck:0")
+    assert (first["replaced"], second["replaced"], retry["replaced"]) == (0, 1, 0)
+    assert retry["flow_run_id"] == second["flow_run_id"], "a retry creates no second run"
+    states = {str(r.id): r.state.type for r in _next_runs(deployment_id)}
+    assert states == {
+        first["flow_run_id"]: StateType.CANCELLED,
+        second["flow_run_id"]: StateType.SCHEDULED,
+        str(manual.id): StateType.SCHEDULED,
+    }
+
+
+def test_a_second_run_of_a_held_campaign_does_nothing_and_schedules_nothing(
+    harness, label_studio, ls_client, tmp_path, monkeypatch, caplog
+):
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
+    from storage.campaign import acquire_lease
+
+    monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+    name = f"busy-{next(_names)}"
+    path = _write_campaign(tmp_path, label_studio, name=name)
+    cfg = load_campaign(path)
+    deployment_id = _create_deployment(name)
+    store = Store(f"{cfg.storage_root}/{name}")
+    acquire_lease(store, "flow run of the scheduled chain", 600)
+    out = cycle(campaign=str(path))
+    assert out["status"] == "busy"
+    assert out["holder"]["holder"] == "flow run of the scheduled chain"
+    assert f"campaign {name} is held by flow run of the scheduled chain since" in caplog.text
+    assert not store.exists("state.json"), "the state did not move"
+    assert _next_runs(deployment_id) == [], "nothing was scheduled"
+    assert _project_id(ls_client, cfg.project_title) is None, "nothing reached Label Studio"
 
 
 def test_a_bad_manual_parameter_is_refused_before_the_run(harness):

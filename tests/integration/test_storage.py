@@ -430,3 +430,34 @@ def test_s3_append_retries_the_same_segment_after_a_409(s3_server, monkeypatch):
     store.append_jsonl("l.jsonl", [{"n": 1}])
     assert calls[2].endswith("l.jsonl.d/000000000001.jsonl")
     assert [r["n"] for r in store.read_jsonl("l.jsonl")] == [0, 1]
+
+
+# --- one run per campaign: the lease ---------------------------------------------------------
+
+
+def test_create_json_creates_once_whoever_races(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(8) as pool:
+        won = list(pool.map(lambda i: store.create_json("lease/x.json", {"by": i}), range(8)))
+    assert won.count(True) == 1, won
+    assert store.read_json("lease/x.json") == {"by": won.index(True)}
+    assert [k for k in store.list("lease")] == ["lease/x.json"], "no temp file left behind"
+
+
+def test_a_campaign_lease_has_one_holder_among_racing_runs(store):
+    from concurrent.futures import ThreadPoolExecutor
+
+    from storage.campaign import CampaignBusy, acquire_lease
+
+    def take(i):
+        try:
+            return acquire_lease(store, f"run-{i}", 60).holder
+        except CampaignBusy as busy:
+            return busy
+
+    with ThreadPoolExecutor(6) as pool:
+        got = list(pool.map(take, range(6)))
+    holders = [g for g in got if isinstance(g, str)]
+    assert len(holders) == 1, got
+    assert all(b.holder["holder"] == holders[0] for b in got if isinstance(b, CampaignBusy))

@@ -287,3 +287,63 @@ def test_ledger_keys_are_per_project_and_unknown_names_are_refused(tmp_path):
     led.append("dispatch", [{"event": "intent", "items": ["a"]}, {"event": "sent", "item_id": "a"}])
     assert led.dispatched_ids() == ["a"]
     assert Ledgers(Store(tmp_path), 8).dispatched_ids() == [], "another project's ledger"
+
+
+# --- the lease: one run per campaign ---------------------------------------------------------
+
+
+def test_a_held_campaign_names_its_holder_and_frees_on_release(tmp_path):
+    from storage.campaign import CampaignBusy, acquire_lease
+
+    store = Store(tmp_path)
+    first = acquire_lease(store, "flow run A", 60)
+    with pytest.raises(CampaignBusy, match="held by flow run A since"):
+        acquire_lease(store, "flow run B", 60)
+    nested = acquire_lease(store, "flow run A", 60)  # its own subflow
+    assert nested.seq == first.seq and nested.nested
+    nested.release()
+    with pytest.raises(CampaignBusy):
+        acquire_lease(store, "flow run B", 60)
+    first.release()
+    second = acquire_lease(store, "flow run B", 60)
+    assert second.seq == first.seq + 1
+    assert read_state(store).cycle == -1, "the lease touches no state"
+
+
+def test_the_lease_of_a_run_that_died_lapses_and_the_late_run_learns_it_lost(tmp_path):
+    import time
+
+    from storage.campaign import CampaignBusy, acquire_lease
+
+    store = Store(tmp_path)
+    dead = acquire_lease(store, "flow run A", 0.2)
+    time.sleep(0.3)  # the holder stopped renewing
+    taker = acquire_lease(store, "flow run B", 60)
+    assert taker.seq == dead.seq + 1
+    with pytest.raises(CampaignBusy, match="flow run B"):
+        dead.renew()
+    dead.release()  # a late release must not free the new holder's lease
+    with pytest.raises(CampaignBusy, match="flow run B"):
+        acquire_lease(store, "flow run C", 60)
+
+
+def test_a_lease_needs_a_positive_ttl(tmp_path):
+    from storage.campaign import acquire_lease
+
+    with pytest.raises(ValueError, match="ttl_seconds must be > 0, got 0"):
+        acquire_lease(Store(tmp_path), "x", 0)
+
+
+def test_a_replayed_append_writes_nothing_twice(tmp_path):
+    led = Ledgers(Store(tmp_path), PROJECT)
+    first = [annotation(1, "i1"), annotation(2, "i2")]
+    assert led.append("annotations", first) == 2
+    edited = annotation(1, "i1", label="b", updated_at="2026-01-02T00:00:00Z")
+    assert Ledgers(Store(tmp_path), PROJECT).append("annotations", [*first, edited]) == 1
+    led.append("labels", [{"item_id": "i1", "label": "a"}, {"item_id": "i1", "label": "b"}])
+    intents = [{"event": "intent", "items": ["i1"]}] * 2
+    sent = {"event": "sent", "item_id": "i1", "task_id": 7}
+    assert led.append("dispatch", [*intents, sent, sent]) == 3, "intents are not keyed"
+    fresh = Ledgers(Store(tmp_path), PROJECT)
+    assert [r["label"] for r in fresh.read("labels")] == ["a"], "the first label stays"
+    assert len(fresh.read("annotations")) == 3 and fresh.dispatched_ids() == ["i1"]
