@@ -9,7 +9,7 @@ from typing import Annotated, Any
 import typer
 from rich.table import Table
 
-from flows.cli._console import CampaignArg, load, out, steps
+from flows.cli._console import CampaignArg, fail, load, out, steps
 from flows.cli._prefect import prefect_api
 from loopwise.config import CampaignConfig
 from loopwise.state import CampaignState, Stage
@@ -25,7 +25,10 @@ def status(campaign: CampaignArg) -> None:
 
     cfg = load(campaign)
     store = campaign_store(cfg.storage_root, cfg.name)
-    rec = campaign_records(store)
+    try:
+        rec = campaign_records(store)
+    except (ValueError, OSError) as e:  # a damaged state.json or ledger, a store that is down
+        fail(f"{e}; nothing was changed", 1)
     table = Table(title=f"campaign {cfg.name}", show_header=False, title_justify="left", box=None)
     table.add_column(style="bold")
     table.add_column()

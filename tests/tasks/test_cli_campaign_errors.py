@@ -29,3 +29,23 @@ def test_a_missing_campaign_file_exits_2_naming_it(tmp_path, command):
     res = CliRunner().invoke(app, [command, str(path)])
     assert res.exit_code == 2, res.output
     assert str(path) in res.output and "not found" in res.output, res.output
+
+
+def test_status_of_a_truncated_state_file_names_it_without_a_traceback(tmp_path):
+    path = tmp_path / "campaign.yaml"
+    raw = {
+        "name": "t",
+        "data": {"source": "pool.csv"},
+        "labels": ["a", "b"],
+        "storage_root": str(tmp_path / "store"),
+    }
+    path.write_text(yaml.safe_dump(raw))
+    state = tmp_path / "store" / "t" / "state.json"
+    state.parent.mkdir(parents=True)
+    state.write_text('{"cycle": 3, "stage": "wai')  # cut short by a full disk, say
+    res = CliRunner().invoke(app, ["status", str(path)])
+    assert res.exit_code == 1, res.output
+    assert str(state) in res.output and "not valid JSON" in res.output, res.output
+    assert "Traceback" not in res.output, res.output
+    assert isinstance(res.exception, SystemExit), "a clean exit, not an uncaught error"
+    assert state.read_text() == '{"cycle": 3, "stage": "wai', "nothing was changed"
