@@ -141,7 +141,7 @@ def _decode_error(src: str, handle: Any, gz: bool, encoding: str) -> str:
         f"byte 0x{byte} at offset {where}" if byte else f"an incomplete character at offset {where}"
     )
     return (
-        f"{src}: not {encoding} text: {what} (line {line}) does not decode. Pass the file's "
+        f"{src}: not {encoding} text: {what} (line {line}) does not decode (offsets count from 0). Pass the file's "
         "encoding: `loopwise init --encoding latin-1` (or cp1252, ...), or data.encoding in "
         "the campaign config"
     )
