@@ -99,8 +99,14 @@ def _listy(s: pd.Series) -> bool:
     """Whether the column's cells are lists (a Parquet list column reads as arrays)."""
     if s.dtype != object:
         return False
-    nonnull = [v for v in s.to_numpy(object) if v is not None and not _is_nan(v)]
-    return bool(nonnull) and all(_is_list(v) for v in nonnull)
+    seen = False
+    for v in s.to_numpy(object):  # stops at the first cell that is not a list
+        if v is None or _is_nan(v):
+            continue
+        if not _is_list(v):
+            return False
+        seen = True
+    return seen
 
 
 def _is_nan(v: Any) -> bool:
