@@ -14,6 +14,7 @@ variable named by ``labelstudio.token_env``.
 
 from __future__ import annotations
 
+import codecs
 import importlib
 import re
 from pathlib import Path
@@ -62,6 +63,9 @@ class DataConfig(_Strict):
 
     source: str = Field(description="CSV or Parquet, a local path or s3://bucket/key")
     format: Literal["auto", "csv", "parquet"] = "auto"
+    encoding: str | None = Field(
+        None, description="text encoding of a CSV source (e.g. latin-1, cp1252); default UTF-8"
+    )
     id_column: str | None = Field(None, description="unique item id; default: the row number")
     feature_columns: list[str] | None = Field(
         None, description="numeric/categorical features; default: every other column"
@@ -80,6 +84,32 @@ class DataConfig(_Strict):
     min_valid_fraction: float = Field(
         0.9, gt=0.0, le=1.0, description="fail the cycle if fewer rows than this pass validation"
     )
+
+    @field_validator("encoding")
+    @classmethod
+    def _known_encoding(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            codecs.lookup(v)
+        except LookupError:
+            raise ValueError(
+                f"unknown text encoding {v!r}; use a Python codec name such as utf-8, "
+                "latin-1, cp1252 or utf-16"
+            ) from None
+        return v
+
+    @model_validator(mode="after")
+    def _encoding_is_for_csv(self) -> DataConfig:
+        parquet = self.format == "parquet" or (
+            self.format == "auto" and self.source.lower().endswith((".parquet", ".pq"))
+        )
+        if self.encoding is not None and parquet:
+            raise ValueError(
+                f"data.encoding {self.encoding!r} applies to CSV only; {self.source} is Parquet "
+                "(its text is always UTF-8): remove the key"
+            )
+        return self
 
     @model_validator(mode="after")
     def _holdout_file_needs_ids(self) -> DataConfig:

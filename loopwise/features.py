@@ -1,5 +1,6 @@
 """What the model reads: rows turned into float32 features or texts, encoded together
-so that the columns of the pool, the holdout and the labeled snapshot line up."""
+so that the columns of the pool, the holdout and the labeled snapshot line up; and the
+numeric space in which a text pool is clustered before any model exists."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from loopwise.config import CampaignConfig
 __all__ = [
     "feature_matrix",
     "model_inputs",
+    "text_space",
 ]
 
 
@@ -72,3 +74,47 @@ def _text_of(frame: pd.DataFrame, cfg: CampaignConfig) -> list[str]:
     """The text column, where the frame has it (text campaigns read it)."""
     text = cfg.data.text_column
     return [text] if text and text in frame.columns else []
+
+
+def text_space(
+    texts: Sequence[str] | np.ndarray, *, n_components: int = 100, random_state: Any = None
+) -> np.ndarray:
+    """Texts as dense float32 rows for distance-based strategies without a model.
+
+    The model's own TF-IDF (:func:`loopwise.model.build_model` for text), reduced to at
+    most ``n_components`` dimensions by a truncated SVD (latent semantic analysis) and
+    normalized to unit length, so that k-means++ on a large pool works on a small dense
+    matrix, not on a vocabulary-wide one.
+
+    Parameters
+    ----------
+    texts : sequence of str of shape (N,)
+    n_components : int, default=100
+    random_state : int, RandomState instance or None
+        Seed of the randomized SVD.
+
+    Returns
+    -------
+    ndarray of shape (N, k), float32, with ``k <= n_components``
+    """
+    from sklearn.decomposition import TruncatedSVD
+    from sklearn.preprocessing import normalize
+
+    from loopwise.model import build_model
+
+    if n_components < 1:
+        raise ValueError(f"n_components must be at least 1, got {n_components!r}")
+    docs = ["" if t is None else str(t) for t in np.asarray(texts, dtype=object)]
+    if not docs:
+        return np.zeros((0, 1), dtype=np.float32)
+    tfidf = build_model("passthrough", kind="text")
+    try:
+        X = tfidf.fit_transform(docs)
+    except ValueError:  # no word in any text (empty or one-letter texts): nothing to tell
+        return np.zeros((len(docs), 1), dtype=np.float32)
+    k = min(n_components, X.shape[1] - 1, X.shape[0] - 1)
+    if k >= 1:
+        X = TruncatedSVD(n_components=k, random_state=random_state).fit_transform(X)
+    else:
+        X = X.toarray()
+    return normalize(X).astype(np.float32)

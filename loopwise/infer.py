@@ -19,10 +19,14 @@ import pandas as pd
 __all__ = [
     "ID_NAMES",
     "LABEL_NAMES",
+    "MAX_VECTOR_LENGTH",
     "Inference",
     "InferenceError",
+    "as_strings",
     "campaign_yaml",
+    "expand_vectors",
     "expectation_suite",
+    "find_label_column",
     "infer_columns",
 ]
 
@@ -35,6 +39,8 @@ MAX_CATEGORIES = 50
 MAX_LABELS = 200
 #: A column whose non-empty cells parse as numbers at least this often is numeric.
 NUMERIC_SHARE = 0.9
+#: Longest list of numbers in a cell that becomes that many feature columns.
+MAX_VECTOR_LENGTH = 4096
 
 
 class InferenceError(ValueError):
@@ -64,6 +70,105 @@ class Inference:
         return [*self.numeric, *self.categorical]
 
 
+def _cell_text(v: Any) -> str:
+    if isinstance(v, np.generic):
+        v = v.item()
+    if isinstance(v, float) and v.is_integer():
+        return str(int(v))
+    return str(v)
+
+
+def as_strings(values: pd.Series) -> pd.Series:
+    """The cells of ``values`` as the strings a label set lists; missing cells stay missing.
+
+    ``1`` and ``1.0`` read ``'1'`` (an integer column with empty cells reads as floats),
+    ``True`` reads ``'True'``, strings are kept as they are. The result has object dtype,
+    NaN where ``values`` is missing, and the index of ``values``.
+    """
+    out = pd.Series(np.nan, index=values.index, dtype=object)
+    present = values.notna().to_numpy(bool)
+    out[present] = [_cell_text(v) for v in values[present]]
+    return out
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, (list, tuple, np.ndarray))
+
+
+def _listy(s: pd.Series) -> bool:
+    """Whether the column's cells are lists (a Parquet list column reads as arrays)."""
+    if s.dtype != object:
+        return False
+    seen = False
+    for v in s.to_numpy(object):  # stops at the first cell that is not a list
+        if v is None or _is_nan(v):
+            continue
+        if not _is_list(v):
+            return False
+        seen = True
+    return seen
+
+
+def _is_nan(v: Any) -> bool:
+    return isinstance(v, float) and v != v
+
+
+def _numbers(v: Any) -> bool:
+    a = np.asarray(v)
+    return a.ndim == 1 and (a.dtype.kind in "iuf" or (a.size == 0))
+
+
+def expand_vectors(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` with each column of fixed-length lists of numbers spread over float columns.
+
+    A column ``emb`` whose cells are lists (or arrays) of ``k`` numbers becomes the float32
+    columns ``emb_0`` … ``emb_{k-1}`` in its place; ``k`` is the most common length, and a
+    row with another length (or an empty cell) gets NaN in all of them, which the campaign's
+    validation quarantines. Columns of lists that are not numbers, or longer than
+    :data:`MAX_VECTOR_LENGTH`, are left as they are (``loopwise init`` ignores them, with
+    the reason). ``attrs["vectors"]`` maps each spread column to its length, its new
+    columns and the positions of the rows that did not fit.
+    """
+    vectors: dict[str, dict[str, Any]] = {}
+    parts: list[pd.DataFrame | pd.Series] = []
+    for c in df.columns:
+        s = df[c]
+        spread = _spread(str(c), s, set(map(str, df.columns))) if _listy(s) else None
+        if spread is None:
+            parts.append(s)
+            continue
+        frame, info = spread
+        vectors[str(c)] = info
+        parts.append(frame)
+    if not vectors:
+        return df
+    out = pd.concat(parts, axis=1)
+    out.attrs = {**df.attrs, "vectors": vectors}
+    return out
+
+
+def _spread(c: str, s: pd.Series, taken: set[str]) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The float columns of a list column, or None if its cells are not vectors of numbers."""
+    cells = s.to_numpy(object)
+    present = [i for i, v in enumerate(cells) if _is_list(v)]
+    if not all(_numbers(cells[i]) for i in present):
+        return None
+    lengths = pd.Series([len(cells[i]) for i in present])
+    k = int(lengths.mode().min())
+    if not 0 < k <= MAX_VECTOR_LENGTH:
+        return None
+    names = [f"{c}_{j}" for j in range(k)]
+    if taken & set(names):
+        return None
+    values = np.full((len(cells), k), np.nan, dtype=np.float32)
+    fits = [i for i in present if len(cells[i]) == k]
+    if fits:
+        values[fits] = np.stack([np.asarray(cells[i], dtype=np.float32) for i in fits])
+    bad = sorted(set(range(len(cells))) - set(fits))
+    frame = pd.DataFrame(values, index=s.index, columns=names)
+    return frame, {"length": k, "columns": names, "bad_rows": bad}
+
+
 def _row_list(idx: Sequence[int], values: Sequence[Any], limit: int = 5) -> str:
     shown = ", ".join(
         f"row {int(i) + 1} ({v!r})" for i, v in list(zip(idx, values, strict=True))[:limit]
@@ -72,13 +177,29 @@ def _row_list(idx: Sequence[int], values: Sequence[Any], limit: int = 5) -> str:
     return shown + (f" and {more} more" if more > 0 else "")
 
 
+def _rows(idx: Sequence[int], limit: int = 5) -> str:
+    more = len(idx) - limit
+    return ", ".join(f"row {int(i) + 1}" for i in idx[:limit]) + (
+        f" and {more} more" if more > 0 else ""
+    )
+
+
+def find_label_column(columns: Sequence[Any], given: str | None = None) -> str | None:
+    """The label column: ``given`` if it is one of ``columns``, else the first of
+    :data:`LABEL_NAMES` among them (case-insensitive), else None."""
+    cols = [str(c) for c in columns]
+    if given is not None:
+        return given if given in cols else None
+    return _find(cols, LABEL_NAMES)
+
+
 def _find(columns: Sequence[str], names: Sequence[str]) -> str | None:
     lower = {c.lower(): c for c in columns}
     return next((lower[n] for n in names if n in lower), None)
 
 
 def _stringy(s: pd.Series) -> bool:
-    return s.dtype == object or pd.api.types.is_string_dtype(s.dtype)
+    return (s.dtype == object or pd.api.types.is_string_dtype(s.dtype)) and not _listy(s)
 
 
 def _is_text(s: pd.Series) -> bool:
@@ -121,6 +242,7 @@ def infer_columns(
     warnings: list[str] = []
     label_set: list[str] = [str(v) for v in labels] if labels else []
     if label is not None:
+        df[label] = as_strings(df[label])
         label_set = _label_set(df[label], label, labels, source, warnings)
     ident = id_column or _find([c for c in cols if c != label], ID_NAMES) or _unique_key(df, label)
     if ident is not None:
@@ -133,6 +255,7 @@ def infer_columns(
     for c in rest:
         if c != text:
             _add_feature(inf, c, df[c], source)
+    _vector_checks(inf, df.attrs.get("vectors") or {}, source)
     if text is None and not inf.features:
         raise InferenceError(
             f"{source}: no feature column (numeric, categorical or text) besides id and label; "
@@ -196,11 +319,31 @@ def _check_ids(ids: pd.Series, ident: str, source: str) -> None:
         )
 
 
+def _vector_checks(inf: Inference, vectors: dict[str, dict[str, Any]], source: str) -> None:
+    """The columns spread from a list column (:func:`expand_vectors`) must all be filled:
+    a row whose list had another length is quarantined, and the user is told."""
+    for c, info in vectors.items():
+        spread = [v for v in info["columns"] if v in inf.numeric]
+        inf.not_null.extend(v for v in spread if v not in inf.not_null)
+        bad = info.get("bad_rows") or []
+        if bad and spread:
+            inf.warnings.append(
+                f"{source}, column {c!r}: lists of {info['length']} numbers, spread over "
+                f"{spread[0]}..{spread[-1]}; empty or of another length in "
+                f"{_rows(bad)}; the campaign quarantines those rows"
+            )
+
+
 def _add_feature(inf: Inference, c: str, s: pd.Series, source: str) -> None:
     """Record column ``c`` in ``inf``: numeric, categorical, or ignored (with the reason)."""
     nonnull = s.dropna()
     if nonnull.empty:
         inf.ignored[c] = "empty"
+        return
+    if _listy(s):
+        inf.ignored[c] = (
+            f"lists, but not of one length of numbers (at most {MAX_VECTOR_LENGTH}): not a feature"
+        )
         return
     if pd.api.types.is_bool_dtype(s.dtype):
         inf.categorical.append(c)
@@ -244,7 +387,7 @@ def _unique_key(df: pd.DataFrame, label: str | None) -> str | None:
     """A column that looks like a key: named ``*_id``/``*id``, or short strings, all distinct."""
     for c in df.columns:
         s = df[c]
-        if c == label or s.isna().any() or not s.is_unique:
+        if c == label or _listy(s) or s.isna().any() or not s.is_unique:
             continue
         named = c.lower().endswith(("_id", "id", "_key"))
         short_strings = _stringy(s) and s.astype(str).str.len().max() <= 64 and not _is_text(s)
@@ -334,6 +477,7 @@ def campaign_yaml(
     suite_path: str,
     holdout: str | None = None,
     labelstudio_url: str = "http://127.0.0.1:8080",
+    encoding: str | None = None,
 ) -> str:
     """The campaign config file, with a comment on each key a user is likely to change."""
     import yaml
@@ -353,6 +497,8 @@ def campaign_yaml(
         "data:",
         f"  source: {dump(source)}",
     ]
+    if encoding:
+        lines.append(f"  encoding: {dump(encoding)}")
     if inf.id_column:
         lines.append(f"  id_column: {dump(inf.id_column)}")
     if inf.label_column:

@@ -1,13 +1,19 @@
 """Reading the tables a campaign points at: CSV (plain, gzip, TSV) or Parquet, local or ``s3://``.
 
 Broken CSV lines (more fields than the header) are set aside with their line number
-instead of failing the whole file; errors name the file.
+instead of failing the whole file; errors name the file. A CSV is read in one text
+encoding (UTF-8 unless told): a byte that does not decode is an error naming its offset
+and line and the option to pass. Columns read as strings (the label column) keep their
+text, missing cells stay missing; Parquet list columns of numbers become float columns
+(:func:`loopwise.infer.expand_vectors`).
 """
 
 from __future__ import annotations
 
+import codecs
 import io
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -19,13 +25,24 @@ if TYPE_CHECKING:
 __all__ = ["read_table"]
 
 
-def read_table(source: str | os.PathLike[str], format: str | None = None) -> pd.DataFrame:
+def read_table(
+    source: str | os.PathLike[str],
+    format: str | None = None,
+    *,
+    encoding: str | None = None,
+    string_columns: Sequence[str] = (),
+) -> pd.DataFrame:
     """A CSV (``.csv``, ``.csv.gz``, ``.tsv``) or Parquet (``.parquet``, ``.pq``) file.
 
     ``source`` is a local path or ``s3://bucket/key``; ``format`` (``"csv"`` or
-    ``"parquet"``) overrides the guess from the file name. Errors name the file.
+    ``"parquet"``) overrides the guess from the file name. ``encoding`` is the text
+    encoding of a CSV (default UTF-8). ``string_columns`` (those present) are read as
+    strings: a CSV's text as it is, a Parquet column through
+    :func:`loopwise.infer.as_strings`; missing cells stay missing. Errors name the file.
     """
     import pandas as pd
+
+    from loopwise.infer import as_strings, expand_vectors
 
     src = os.fspath(source)
     name = src.lower()
@@ -57,24 +74,37 @@ def read_table(source: str | os.PathLike[str], format: str | None = None) -> pd.
             raise FileNotFoundError(f"{src}: no such file")
         handle = src
     sep = "\t" if base.endswith(".tsv") else ","
+    enc = encoding or "utf-8"
+    if kind == "Parquet":
+        try:
+            df = pd.read_parquet(handle, engine="pyarrow")
+        except Exception as err:
+            raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
+        for c in string_columns:
+            if c in df.columns:
+                df[c] = as_strings(df[c])
+        return expand_vectors(df)
+    csv_options: dict[str, Any] = {
+        "sep": sep,
+        "compression": "gzip" if gz else None,
+        "encoding": enc,
+        "dtype": {c: str for c in string_columns},
+    }
     try:
-        if kind == "Parquet":
-            return pd.read_parquet(handle, engine="pyarrow")
-        return pd.read_csv(handle, sep=sep, compression="gzip" if gz else None)
+        return pd.read_csv(handle, **csv_options)
+    except UnicodeDecodeError as err:
+        if isinstance(handle, io.BytesIO):
+            handle.seek(0)
+        raise ValueError(_decode_error(src, handle, gz, enc)) from err
     except pd.errors.ParserError as err:
         if isinstance(handle, io.BytesIO):
             handle.seek(0)
-        bad = _broken_csv_lines(handle, sep, gz)
+        bad = _broken_csv_lines(handle, sep, gz, enc)
         if not bad:
             raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
         if isinstance(handle, io.BytesIO):
             handle.seek(0)
-        df = pd.read_csv(
-            handle,
-            sep=sep,
-            compression="gzip" if gz else None,
-            skiprows=[b["line"] - 1 for b in bad],
-        )
+        df = pd.read_csv(handle, skiprows=[b["line"] - 1 for b in bad], **csv_options)
         # Rows keep their place: the index is the data row (0-based) the row had in the file.
         gone = {b["row"] - 1 for b in bad}
         df.index = [i for i in range(len(df) + len(gone)) if i not in gone][: len(df)]
@@ -84,17 +114,50 @@ def read_table(source: str | os.PathLike[str], format: str | None = None) -> pd.
         raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
 
 
-def _broken_csv_lines(handle: Any, sep: str, gz: bool) -> list[dict[str, Any]]:
+def _decode_error(src: str, handle: Any, gz: bool, encoding: str) -> str:
+    """Where the first byte that ``encoding`` cannot decode is, and what to pass instead."""
+    import gzip
+
+    if isinstance(handle, io.BytesIO):
+        raw: Any = gzip.GzipFile(fileobj=handle) if gz else handle
+    else:
+        raw = gzip.open(handle, "rb") if gz else open(handle, "rb")
+    decoder = codecs.getincrementaldecoder(encoding)()
+    offset, line = 0, 1
+    with raw:
+        while chunk := raw.read(1 << 20):
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as err:
+                where = offset + err.start
+                line += chunk[: err.start].count(b"\n")
+                byte = chunk[err.start : err.start + 1].hex()
+                break
+            offset += len(chunk)
+            line += chunk.count(b"\n")
+        else:
+            where, byte = offset, ""
+    what = (
+        f"byte 0x{byte} at offset {where}" if byte else f"an incomplete character at offset {where}"
+    )
+    return (
+        f"{src}: not {encoding} text: {what} (line {line}) does not decode (offsets count from 0). Pass the file's "
+        "encoding: `loopwise init --encoding latin-1` (or cp1252, ...), or data.encoding in "
+        "the campaign config"
+    )
+
+
+def _broken_csv_lines(handle: Any, sep: str, gz: bool, encoding: str) -> list[dict[str, Any]]:
     """Lines of a CSV with more fields than its header: line and data row (1-based), text."""
     import csv
     import gzip
 
     if isinstance(handle, io.BytesIO):
         raw = gzip.decompress(handle.getvalue()) if gz else handle.getvalue()
-        text = io.StringIO(raw.decode("utf-8", errors="replace"), newline="")
+        text = io.StringIO(raw.decode(encoding, errors="replace"), newline="")
     else:
         opener = gzip.open if gz else open
-        text = opener(handle, "rt", newline="", encoding="utf-8", errors="replace")
+        text = opener(handle, "rt", newline="", encoding=encoding, errors="replace")
     bad = []
     with text:
         reader = csv.reader(text, delimiter=sep)

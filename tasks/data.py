@@ -20,8 +20,7 @@ __all__ = ["load_pool", "quarantine_broken_lines", "split_holdout"]
 @io_task
 def load_pool(cfg: CampaignConfig) -> pd.DataFrame:
     """Read the campaign's data source and give every row its item id."""
-    fmt = None if cfg.data.format == "auto" else cfg.data.format
-    df = read_table(cfg.data.source, format=fmt)
+    df = _read(cfg, cfg.data.source)
     bad = df.attrs.get("bad_lines") or []
     if cfg.data.max_rows is not None:
         df = df.iloc[: cfg.data.max_rows]
@@ -33,13 +32,22 @@ def load_pool(cfg: CampaignConfig) -> pd.DataFrame:
     return out
 
 
+def _read(cfg: CampaignConfig, source: str) -> pd.DataFrame:
+    """A table of the campaign, its label column read as strings (labels are compared as
+    the strings the label set lists: ``'0'``, ``'True'``), in the campaign's encoding."""
+    fmt = None if cfg.data.format == "auto" else cfg.data.format
+    label = cfg.data.label_column
+    return read_table(
+        source, format=fmt, encoding=cfg.data.encoding, string_columns=[label] if label else []
+    )
+
+
 @step_task
 def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
     """Split the rows into pool and holdout (stable per item id); the holdout needs labels."""
     h = cfg.data.holdout
     if h.source is not None:
-        fmt = None if cfg.data.format == "auto" else cfg.data.format
-        holdout = assign_ids(read_table(h.source, format=fmt), cfg.data.id_column)
+        holdout = assign_ids(_read(cfg, h.source), cfg.data.id_column)
         pool = df[~df["item_id"].isin(set(holdout["item_id"]))]
     else:
         label = cfg.data.label_column

@@ -14,7 +14,11 @@ splits the rows:
   are rejected as ``"duplicate id"``, rows without an id as ``"missing id"``;
 - a column checked against numeric bounds that holds a non-numeric string (which
   makes pandas give it ``object`` dtype) is compared as numbers: the string's
-  row alone is rejected (``"x-box: 'abc' is not a number"``).
+  row alone is rejected (``"x-box: 'abc' is not a number"``);
+- a column checked against a set of strings (a label set, categories) is compared
+  as strings: integers, whole floats and booleans as ``'1'``, ``'1'``, ``'True'``
+  (:func:`loopwise.infer.as_strings`), so an integer or boolean label column meets
+  the label set ``loopwise init`` wrote.
 
 A row's reason lists every check it failed, joined by ``"; "``. Rows failing a
 row-level expectation are rejected even when its ``mostly`` lets the expectation
@@ -49,6 +53,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from loopwise.infer import as_strings
 from loopwise.jsonsafe import json_safe
 from storage.store import Store, quarantine_key
 
@@ -80,6 +85,8 @@ _NUMERIC_BOUNDED = frozenset(
     }
 )
 _NOT_NULL = "expect_column_values_to_not_be_null"
+#: Expectations that compare cells with a set of values.
+_IN_SET = frozenset({"expect_column_values_to_be_in_set", "expect_column_values_to_not_be_in_set"})
 _TOP = 5  # reasons quoted in summaries and errors
 _LOCK = threading.Lock()  # one shared GX context; validations take turns
 
@@ -369,6 +376,23 @@ def _numeric_columns(suite: Any, frame: pd.DataFrame) -> list[str]:
     return out
 
 
+def _string_set_columns(suite: Any, frame: pd.DataFrame) -> list[str]:
+    """Columns of ``frame`` that are not strings and that the suite compares with a set of
+    strings."""
+    out: list[str] = []
+    for exp in suite.expectations:
+        cfg = exp.configuration
+        col = cfg.kwargs.get("column")
+        values = cfg.kwargs.get("value_set")
+        if cfg.type not in _IN_SET or col not in frame.columns or col in out:
+            continue
+        if not isinstance(values, (list, tuple, set)) or not values:
+            continue
+        if all(isinstance(v, str) for v in values) and not pd.api.types.is_string_dtype(frame[col]):
+            out.append(col)
+    return out
+
+
 @dataclass
 class _Rows:
     """The rows under validation and the reasons found so far."""
@@ -449,7 +473,8 @@ def _id_reasons(ids: pd.Series, reasons: list[dict[str, str]]) -> tuple[np.ndarr
 
 
 def _coerce_numeric(suite: Any, rows: _Rows) -> tuple[pd.DataFrame, list[str], dict[str, int]]:
-    """The frame GX validates: columns compared with numeric bounds as numbers.
+    """The frame GX validates: columns compared with numeric bounds as numbers, columns
+    compared with a set of strings as strings.
 
     A cell that is not a number gets its own reason. Returns the frame, the coerced
     columns and the count of such cells per column.
@@ -467,6 +492,9 @@ def _coerce_numeric(suite: Any, rows: _Rows) -> tuple[pd.DataFrame, list[str], d
         if len(bad):
             not_numeric[str(col)] = len(bad)
         work[col] = numbers_
+    for col in _string_set_columns(suite, work):
+        if col not in coerced_columns:
+            work[col] = as_strings(work[col])
     return work, coerced_columns, not_numeric
 
 

@@ -32,6 +32,7 @@ class _Hints:
     text_column: str | None
     labels: list[str] | None
     holdout: str | None
+    encoding: str | None
 
 
 @dataclass(frozen=True)
@@ -70,6 +71,10 @@ def init(
     holdout: Annotated[
         str | None, typer.Option(help="a labeled holdout file (for unlabeled data)")
     ] = None,
+    encoding: Annotated[
+        str | None,
+        typer.Option(help="text encoding of a CSV that is not UTF-8, e.g. latin-1 or cp1252"),
+    ] = None,
     configs_dir: Annotated[Path, typer.Option(help="where the campaign config goes")] = Path(
         "configs"
     ),
@@ -86,21 +91,35 @@ def init(
             if p.exists():
                 fail(f"{p} exists; pass --force to overwrite it, or --name for another campaign", 2)
     given = [v.strip() for v in labels.split(",") if v.strip()] if labels else None
-    hints = _Hints(label_column, id_column, text_column, given, holdout)
+    hints = _Hints(label_column, id_column, text_column, given, holdout, encoding)
+    if encoding is not None:
+        import codecs
+
+        try:
+            codecs.lookup(encoding)
+        except LookupError:
+            fail(f"--encoding {encoding!r}: unknown; try latin-1, cp1252 or utf-16", 2)
     with steps() as progress:
         df, inf = _infer(progress, data_file, hints)
-        suite = _write(progress, inf, campaign, data_file, hints.holdout, files)
+        suite = _write(progress, inf, campaign, data_file, hints, files)
     _print_summary(data_file, df, inf, suite, files)
 
 
 def _infer(progress: Progress, data_file: str, hints: _Hints) -> tuple[pd.DataFrame, Inference]:
     """Read the data and infer the id, label, text and feature columns and the label set."""
+    import pandas as pd
+
     from loopwise import infer
     from storage.tables import read_table
 
     step = progress.add_task(f"reading {data_file}", total=None)
     try:
-        df = read_table(data_file)
+        df = read_table(data_file, encoding=hints.encoding)
+        label = infer.find_label_column(df.columns, hints.label_column)
+        if label is not None and not pd.api.types.is_string_dtype(df[label]):
+            # Read the label column as the campaign will: as its text ('0', 'true'), so the
+            # label set and the suite list the values the pool holds.
+            df = read_table(data_file, encoding=hints.encoding, string_columns=[label])
     except (ValueError, FileNotFoundError) as e:
         fail(str(e), 2)
     progress.update(
@@ -134,7 +153,7 @@ def _write(
     inf: Inference,
     campaign: str,
     data_file: str,
-    holdout: str | None,
+    hints: _Hints,
     files: _Files,
 ) -> dict[str, Any]:
     """Write the validation suite and the campaign config, and check the config loads."""
@@ -147,7 +166,8 @@ def _write(
         name=campaign,
         source=data_file,
         suite_path=str(files.suite),
-        holdout=holdout,
+        holdout=hints.holdout,
+        encoding=hints.encoding,
         # the Label Studio of `source .loopwise/labelstudio.env`, when there is one
         labelstudio_url=os.environ.get("LABEL_STUDIO_URL") or "http://127.0.0.1:8080",
     )

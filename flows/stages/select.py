@@ -10,7 +10,7 @@ from typing import Any
 from flows.stages.context import CampaignRun, PoolData
 from flows.stages.train import Trained
 from loopwise.batch import BatchPlan, batch_records, compose_batch, plan_batch
-from loopwise.features import model_inputs
+from loopwise.features import model_inputs, text_space
 from loopwise.state import Stage
 from storage.campaign import checkpointed
 from tasks.score import select_batch, select_without_model
@@ -49,6 +49,10 @@ def select_cold_start(run: CampaignRun, data: PoolData) -> dict[str, Any]:
         if cfg.budget.labels is not None:
             n = min(n, cfg.budget.labels)
         (X_pool,) = model_inputs(cfg, data.pool)
+        if cfg.data.kind == "text":
+            # No model yet, so no TF-IDF fitted: cluster the texts in the model's TF-IDF
+            # space (reduced), not as raw strings.
+            X_pool = text_space(X_pool, random_state=cfg.seed)
         return _compose(run, data, _plan(run, n, cold=True), X_pool, None, None)
 
     return _once(run, make)
