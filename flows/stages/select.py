@@ -49,10 +49,6 @@ def select_cold_start(run: CampaignRun, data: PoolData) -> dict[str, Any]:
         if cfg.budget.labels is not None:
             n = min(n, cfg.budget.labels)
         (X_pool,) = model_inputs(cfg, data.pool)
-        if cfg.data.kind == "text":
-            # No model yet, so no TF-IDF fitted: cluster the texts in the model's TF-IDF
-            # space (reduced), not as raw strings.
-            X_pool = text_space(X_pool, random_state=cfg.seed)
         return _compose(run, data, _plan(run, n, cold=True), X_pool, None, None)
 
     return _once(run, make)
@@ -96,6 +92,10 @@ def _compose(
     if plan.needs_model:
         picked, scores = _score_and_select(run, plan, model, X_cand, seed, labeled)
     else:
+        if cfg.data.kind == "text":
+            # No model to read the texts (none yet, or a constant one): cluster them in the
+            # model's TF-IDF space (reduced), not as raw strings.
+            X_cand = text_space(X_cand, random_state=cfg.seed)
         picked, scores = select_without_model(X_cand, plan.n_picked, plan.strategy, seed)
     rows, query_scores, control = compose_batch(len(rows_idx), picked, scores, plan.n_control, seed)
     pool_rows = [int(rows_idx[i]) for i in rows]
