@@ -32,9 +32,9 @@ def model_name(cfg: CampaignConfig) -> str:
 #: MLflow's own HTTP retries, bounded (its defaults back off for about four minutes a call,
 #: and the task retries multiply that); a setting of the environment wins.
 _MLFLOW_HTTP = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "1",
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "30",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "10",
 }
 
 
