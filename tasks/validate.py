@@ -50,12 +50,11 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from prefect import task
-from prefect.cache_policies import NO_CACHE
 
 from loopwise.infer import as_strings
 from loopwise.jsonsafe import json_safe
 from storage.store import Store, quarantine_key
+from tasks import step_task
 
 __all__ = [
     "ValidationFailed",
@@ -595,13 +594,13 @@ def _top(summary: Mapping[str, Any]) -> str:
     )
 
 
-@task(cache_policy=NO_CACHE)
+@step_task
 def validate_pool(
     df: pd.DataFrame,
     suite_path: SuiteSource,
     *,
     id_column: str,
-    store_root: str | os.PathLike[str],
+    store: Store,
     source: str,
     min_valid_fraction: float,
     cycle: int | None,
@@ -614,7 +613,6 @@ def validate_pool(
     if len(result.invalid):
         # A row already quarantined for the same reason by an earlier run is not
         # recorded again: the ledger holds each bad row once, however often it is read.
-        store = Store(store_root)
         seen = {
             (r.get("id"), r.get("reason")) for r in store.read_jsonl(quarantine_key(str(source)))
         }

@@ -126,7 +126,7 @@ class CampaignRun:
                 df,
                 cfg.data.validation_suite,
                 id_column="item_id",
-                store_root=self.store.root,
+                store=self.store,
                 source=cfg.data.source,
                 min_valid_fraction=cfg.data.min_valid_fraction,
                 cycle=self.state.cycle,

@@ -178,7 +178,7 @@ def test_validate_pool_quarantines_with_reasons(planted, tmp_path, caplog):
             planted,
             POOL_SUITE,
             id_column="item_id",
-            store_root=str(tmp_path),
+            store=Store(tmp_path),
             source="data/letter.csv",
             min_valid_fraction=0.5,
             cycle=3,
@@ -198,7 +198,7 @@ def test_validate_pool_quarantines_with_reasons(planted, tmp_path, caplog):
 
 def test_a_rerun_records_each_bad_row_once_and_a_new_bad_row_again(planted, tmp_path):
     kw = dict(
-        id_column="item_id", store_root=str(tmp_path), source="letter.csv", min_valid_fraction=0.5
+        id_column="item_id", store=Store(tmp_path), source="letter.csv", min_valid_fraction=0.5
     )
     validate_pool.fn(planted, POOL_SUITE, cycle=1, **kw)
     _, summary = validate_pool.fn(planted, POOL_SUITE, cycle=2, **kw)
@@ -217,7 +217,7 @@ def test_validate_pool_below_threshold_raises(planted, tmp_path):
             planted,
             POOL_SUITE,
             id_column="item_id",
-            store_root=str(tmp_path),
+            store=Store(tmp_path),
             source="letter.csv",
             min_valid_fraction=0.9,
             cycle=None,
@@ -236,7 +236,7 @@ def test_validate_pool_clean_frame_writes_nothing(planted, tmp_path):
         planted.head(12),
         POOL_SUITE,
         id_column="item_id",
-        store_root=str(tmp_path),
+        store=Store(tmp_path),
         source="letter.csv",
         min_valid_fraction=1.0,
         cycle=1,
