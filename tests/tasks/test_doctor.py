@@ -126,7 +126,7 @@ def test_a_lapsed_lease_is_released(campaign):
 
 
 def test_the_command_exits_0_when_healthy_and_1_with_a_problem(campaign):
-    cfg, store, path = campaign
+    _, store, path = campaign
     ok = CliRunner().invoke(app, ["doctor", str(path)])
     assert ok.exit_code == 0 and "no problem found" in ok.output, ok.output
     store.path("state.json").write_text("{")
@@ -138,7 +138,7 @@ def test_the_command_exits_0_when_healthy_and_1_with_a_problem(campaign):
 
 
 def test_repair_exits_1_when_a_problem_is_left(campaign):
-    cfg, store, path = campaign
+    _, store, path = campaign
     Ledgers(store, PID).append("labels", [{"item_id": "stray", "label": "a"}])
     res = CliRunner().invoke(app, ["doctor", str(path), "--repair"])
     assert res.exit_code == 1 and "label-not-dispatched" in res.output, res.output
@@ -147,7 +147,7 @@ def test_repair_exits_1_when_a_problem_is_left(campaign):
 def test_a_repair_leaves_a_campaign_a_run_holds_alone(campaign):
     from storage.campaign import acquire_lease
 
-    cfg, store, path = campaign
+    _, store, path = campaign
     store.path("state.json").write_text("{")
     acquire_lease(store, "flow run busy", 600)
     res = CliRunner().invoke(app, ["doctor", str(path), "--repair"])
