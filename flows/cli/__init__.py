@@ -5,6 +5,7 @@
     loopwise deploy CAMPAIGN       register the campaign's Prefect deployment
     loopwise status CAMPAIGN       cycle, labels, money, metric, open batch, last decision
     loopwise report CAMPAIGN       the HTML report (also logged to MLflow and Prefect)
+    loopwise doctor CAMPAIGN       check the store's invariants (--repair: rebuild what can be)
     loopwise annotate CAMPAIGN     simulated annotators answer the open tasks (to try it out)
     loopwise annotators simulate   simulated annotators on any Label Studio project
     loopwise strategies            the query strategies
@@ -16,8 +17,9 @@ server of ``PREFECT_API_URL``, else to the local one they start once and then re
 
 One Typer app composed of one module per group: :mod:`flows.cli.init`,
 :mod:`flows.cli.run` (``run``, ``deploy``), :mod:`flows.cli.watch` (``status``,
-``report``), :mod:`flows.cli.simulated` (``annotate``, ``annotators``), and the pure
-library's commands (:mod:`loopwise.cli`: ``strategies``, ``simulate``).
+``report``), :mod:`flows.cli.doctor` (``doctor``), :mod:`flows.cli.simulated`
+(``annotate``, ``annotators``), and the pure library's commands (:mod:`loopwise.cli`:
+``strategies``, ``simulate``).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ import os
 
 import typer
 
-from flows.cli import init, run, simulated, watch
+from flows.cli import doctor, init, run, simulated, watch
 from loopwise.cli import app as library_app
 
 __all__ = ["app"]
@@ -55,6 +57,7 @@ def _offline() -> None:
 app.add_typer(init.app)
 app.add_typer(run.app)
 app.add_typer(watch.app)
+app.add_typer(doctor.app)
 app.add_typer(simulated.app)
 app.add_typer(library_app)
 app.add_typer(simulated.annotators_app, name="annotators")

@@ -82,6 +82,7 @@ def test_the_loopwise_command_is_one_app_with_every_command():
         "deploy",
         "status",
         "report",
+        "doctor",
         "annotate",
         "strategies",
         "simulate",
