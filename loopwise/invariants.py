@@ -3,7 +3,7 @@
 Each check takes plain records — the state, the checkpoints, ledger rows, the Label
 Studio task list, MLflow runs and model versions, Prefect flow runs — and returns a list
 of :class:`Finding`; an empty list means the invariant holds. Reading the records and
-repairing what can be repaired is :mod:`tasks.doctor`'s job; this module is pure.
+repairing what can be repaired is :mod:`flows.cli.doctor_checks`'s job; this module is pure.
 
 Checkpoints are given as ``{cycle: {stage name: checkpoint}}``, the stage names being
 those of ``cycles/<n>/<stage>.json`` (:data:`CHECKPOINTS`).

@@ -52,7 +52,7 @@ def doctor(
     invariants. Exit 0 when healthy, 1 when a problem is found (with ``--repair``: 0 when
     every problem found was repaired)."""
     from storage.campaign import CampaignBusy, campaign_store
-    from tasks import doctor as checks
+    from flows.cli import doctor_checks as checks
 
     cfg = load(campaign)
     token = os.environ.get(cfg.labelstudio.token_env, "")

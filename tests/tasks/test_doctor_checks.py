@@ -9,9 +9,9 @@ import yaml
 from typer.testing import CliRunner
 
 from flows.cli import app
+from flows.cli.doctor_checks import examine, repair
 from loopwise.config import load_campaign
 from storage.campaign import Ledgers, campaign_store, read_state, save_checkpoint
-from tasks.doctor import examine, repair
 
 PID = 3
 ROW = {"cycle": 1, "labels": 2, "annotations": 4, "cost": 0.4, "metric": 0.5, "macro_f1": 0.5}
