@@ -134,15 +134,18 @@ def quarantine_broken_lines(store: Store, source: str, df: pd.DataFrame, cycle: 
 def record_pool_edits(
     ledgers: Ledgers,
     cycle: int,
-    pool: pd.DataFrame,
+    frames: list[pd.DataFrame],
     records: dict[str, dict[str, Any]],
     text_column: str | None = None,
 ) -> list[dict[str, Any]]:
-    """Compare the items sent to annotators with the pool now; record each removal or change
-    once in the ``edits`` ledger, with a warning naming the items; return the new ones."""
+    """Compare the items sent to annotators with the pool now (``frames``: pool and holdout);
+    record each removal or change once in the ``edits`` ledger, with a warning naming the
+    items; return the new ones."""
     labeled = ledgers.labeled_ids()
     sent = [*ledgers.dispatched_ids(), *sorted(labeled)]
-    found = pool_edits(sent, records, pool, text_column=text_column)
+    ids = set(sent)
+    now = pd.concat([f[f["item_id"].isin(ids)] for f in frames], ignore_index=True)
+    found = pool_edits(sent, records, now, text_column=text_column)
     seen = {(r["item_id"], r["kind"], r.get("digest")) for r in ledgers.read("edits")}
     fresh = [
         {**e, "labeled": e["item_id"] in labeled, "cycle": cycle}

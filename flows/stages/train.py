@@ -47,8 +47,7 @@ def train_and_log(
     # What each item was sent with: the training rows, and what pool edits are measured by.
     records = label_time_records(store, k)
     text = cfg.data.text_column
-    everything = pd.concat([data.pool, data.holdout], ignore_index=True)
-    record_pool_edits(run.ledgers(), k, everything, records, text)
+    record_pool_edits(run.ledgers(), k, [data.pool, data.holdout], records, text)
     snap = (checkpoint(store, k, Stage.TRAINED) or {}).get("snapshot") or labeled_snapshot(
         store, k, data.pool, run.ledgers().read("labels"), records, text
     )

@@ -91,8 +91,8 @@ def test_pool_edits_are_recorded_and_warned_about_once(tmp_path, caplog):
     ledgers.append("labels", [{"item_id": "u3", "label": "a"}, {"item_id": "u1", "label": "b"}])
     records = {"u1": {"record": {"id": "u1", "x": 1.5}}}
     with caplog.at_level(logging.WARNING, logger="loopwise.data"):
-        fresh = record_pool_edits.fn(ledgers, 4, _pool_with_ids(), records)
-        again = record_pool_edits.fn(ledgers, 5, _pool_with_ids(), records)
+        fresh = record_pool_edits.fn(ledgers, 4, [_pool_with_ids()], records)
+        again = record_pool_edits.fn(ledgers, 5, [_pool_with_ids()], records)
     assert {(e["item_id"], e["kind"], e["labeled"], e["cycle"]) for e in fresh} == {
         ("u3", "removed", True, 4),
         ("u1", "changed", True, 4),
