@@ -38,6 +38,7 @@ __all__ = [
     "annotator_table",
     "build_report",
     "control_estimates",
+    "pool_edit_summary",
     "random_curve",
     "random_equivalent",
     "render_html",
@@ -260,9 +261,11 @@ def build_report(
     stopped: bool = False,
     pool_size: int | None = None,
     annotator_names: Mapping[str, str] | None = None,
+    edits: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """Every number of the report, as plain JSON types (``pool_size`` caps the estimates;
-    ``annotator_names`` maps Label Studio user ids to names)."""
+    ``annotator_names`` maps Label Studio user ids to names; ``edits`` is the ledger of
+    items sent to annotators that a pool edit removed or changed)."""
     accepted = {r["item_id"]: str(r["label"]) for r in labels}
     paid = sum(a.get("status") in ("accepted", "rejected") for a in annotations)
     spent = paid * cfg.budget.cost_per_annotation
@@ -303,6 +306,7 @@ def build_report(
         "drift": [
             _drift_row(k, d["drift"]) for k, d in sorted(decisions.items()) if d.get("drift")
         ],
+        "pool_edits": pool_edit_summary(edits),
     }
     if last is not None:
         reach = random_equivalent(history, random_points, pool_size)
@@ -312,6 +316,28 @@ def build_report(
             out["saved_labels"] = saved
             out["saved_money"] = saved * out["cost_per_label"]
     return out
+
+
+def pool_edit_summary(edits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """The pool edits that touched items sent to annotators: counts and one row per edit
+    (cycle found, item, kind, changed columns, whether the item was labeled)."""
+    rows = [
+        {
+            "cycle": e.get("cycle"),
+            "item_id": str(e["item_id"]),
+            "kind": str(e["kind"]),
+            "columns": [str(c) for c in e.get("columns") or []],
+            "labeled": bool(e.get("labeled")),
+        }
+        for e in edits
+    ]
+    return {
+        "items": len({r["item_id"] for r in rows}),
+        "removed": len({r["item_id"] for r in rows if r["kind"] == "removed"}),
+        "changed": len({r["item_id"] for r in rows if r["kind"] == "changed"}),
+        "labeled": len({r["item_id"] for r in rows if r["labeled"]}),
+        "edits": rows,
+    }
 
 
 def _drift_row(cycle: int, drift: Mapping[str, Any]) -> dict[str, Any]:

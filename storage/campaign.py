@@ -47,7 +47,7 @@ STOP_SET = "stop_set.json"
 REPORT_JSON = "reports/report.json"
 REPORT_HTML = "reports/report.html"
 
-LedgerName = Literal["annotations", "labels", "dispatch", "closed", "review"]
+LedgerName = Literal["annotations", "labels", "dispatch", "closed", "review", "edits"]
 
 
 def campaign_root(storage_root: str, campaign: str) -> str:
@@ -127,6 +127,7 @@ _NATURAL_IDS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
     "dispatch": lambda r: ("sent", r.get("item_id")) if r.get("event") == "sent" else None,
     "closed": lambda r: (r.get("item_id"), r.get("cycle")),
     "review": lambda r: (r.get("item_id"), r.get("cycle"), r.get("overlap")),
+    "edits": lambda r: (r.get("item_id"), r.get("kind"), r.get("digest")),
 }
 
 
@@ -137,7 +138,8 @@ class Ledgers:
     - ``labels`` — one record per accepted item, with its provenance;
     - ``dispatch`` — ``intent`` before an import, ``sent`` (item → task id) after it;
     - ``closed`` — items still unresolved when their batch was closed;
-    - ``review`` — items sent back for another annotation, with the reason.
+    - ``review`` — items sent back for another annotation, with the reason;
+    - ``edits`` — items sent to annotators that a pool edit removed or changed, each once.
 
     Per-project documents (replaced atomically): ``collect`` (the polling checkpoint)
     and ``quality`` (the latest annotator accuracy estimates).
@@ -152,6 +154,7 @@ class Ledgers:
         "dispatch": "dispatch/{p}.jsonl",
         "closed": "closed/{p}.jsonl",
         "review": "review/{p}.jsonl",
+        "edits": "edits/{p}.jsonl",
     }
     _DOCUMENTS: Mapping[str, str] = {"collect": "collect/{p}.json", "quality": "quality/{p}.json"}
 

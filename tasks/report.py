@@ -152,6 +152,7 @@ def campaign_records(store: Store) -> dict[str, Any]:
         "decisions": decisions,
         "labels": ledgers.read("labels") if ledgers else [],
         "annotations": ledgers.annotations() if ledgers else [],
+        "edits": ledgers.read("edits") if ledgers else [],
         "quality": (quality or {}).get("annotator_accuracy") or {},
         "run_id": (trained.get("logged") or {}).get("run_id"),
         "run_url": (trained.get("logged") or {}).get("run_url"),
@@ -185,6 +186,12 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
         f"| control estimate on the pool | {control} |",
         f"| saved against random labeling | {saved} |",
     ]
+    edits = r.get("pool_edits") or {}
+    if edits.get("items"):
+        lines.append(
+            f"| items sent, then removed or changed in the pool | {edits['items']} "
+            f"({edits['labeled']} labeled: labels kept) |"
+        )
     if r.get("decisions"):
         d = r["decisions"][-1]
         lines += [
@@ -240,6 +247,7 @@ def write_report(
         stopped=rec["state"].stopped,
         pool_size=len(pool),
         annotator_names=annotator_names(cfg),
+        edits=rec["edits"],
     )
     links = {}
     if rec["run_url"]:

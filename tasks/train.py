@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import numpy as np
@@ -10,25 +11,51 @@ from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import make_pipeline
 
 from loopwise.config import CampaignConfig
+from loopwise.items import label_time_rows
 from loopwise.model import build_model, evaluate_model, prediction_agreement
+from loopwise.state import Stage
+from storage.campaign import checkpoint
 from storage.store import Store
 from tasks import io_task, step_task
 
-__all__ = ["evaluate", "fit", "labeled_snapshot"]
+__all__ = ["evaluate", "fit", "label_time_records", "labeled_snapshot"]
+
+log = logging.getLogger("loopwise.train")
+
+
+def label_time_records(store: Store, last_cycle: int) -> dict[str, dict[str, Any]]:
+    """Item id → the ``data`` it was sent with, from the batches selected up to ``last_cycle``."""
+    out: dict[str, dict[str, Any]] = {}
+    for k in range(last_cycle + 1):
+        for b in (checkpoint(store, k, Stage.SELECTED) or {}).get("batch") or []:
+            out.setdefault(b["item_id"], b.get("data") or {})
+    return out
 
 
 @io_task
 def labeled_snapshot(
-    store: Store, cycle: int, pool: pd.DataFrame, labels: list[dict[str, Any]]
+    store: Store,
+    cycle: int,
+    pool: pd.DataFrame,
+    labels: list[dict[str, Any]],
+    records: dict[str, dict[str, Any]] | None = None,
+    text_column: str | None = None,
 ) -> dict[str, Any]:
-    """Join the accepted labels to their pool rows; write the snapshot named by its content hash."""
-    ledger = pd.DataFrame(labels, columns=["item_id", "label"]).drop_duplicates("item_id")
-    rows = pool.drop(columns=[c for c in ("label",) if c in pool.columns]).merge(
-        ledger, on="item_id", how="inner", validate="one_to_one"
-    )
-    rows = rows.sort_values("item_id", kind="stable").reset_index(drop=True)
+    """Every accepted label with the values its item was sent with (``records``; the pool
+    row where none was kept); write the snapshot named by its content hash."""
+    ledger = pd.DataFrame(labels, columns=["item_id", "label"])
+    rows, missing = label_time_rows(ledger, records or {}, pool, text_column=text_column)
+    if missing:
+        log.warning(
+            "cycle %d: %d labeled item(s) left out of training: no longer in the pool and sent "
+            "before batches kept their values: %s%s",
+            cycle,
+            len(missing),
+            ", ".join(missing[:5]),
+            f" and {len(missing) - 5} more" if len(missing) > 5 else "",
+        )
     key = store.write_snapshot(f"snapshots/{cycle:04d}", rows)
-    return {"key": key, "uri": store.uri(key), "rows": len(rows)}
+    return {"key": key, "uri": store.uri(key), "rows": len(rows), "missing": len(missing)}
 
 
 @step_task

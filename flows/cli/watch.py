@@ -59,6 +59,8 @@ def _status_rows(cfg: CampaignConfig, rec: dict[str, Any]) -> list[tuple[str, st
             else f"{last['metric']:.4f} (cycle {last['cycle']}, {last['labels']} labels)",
         ),
     ]
+    if rec.get("edits"):
+        rows.append(("pool edits", _edits_line(rec["edits"])))
     if state.open_batch:
         rows += _open_batch_rows(cfg, state, accepted)
     if state.review_queue:
@@ -77,6 +79,19 @@ def _status_rows(cfg: CampaignConfig, rec: dict[str, Any]) -> list[tuple[str, st
     if nxt.get("flow_run_name") and not state.stopped:
         rows.append(("next run", f"{nxt['flow_run_name']} at {nxt.get('scheduled_time')}"))
     return rows
+
+
+def _edits_line(edits: list[dict[str, Any]]) -> str:
+    """Items sent to annotators that an edit of the pool file removed or changed."""
+    items = list(dict.fromkeys(e["item_id"] for e in edits))
+    removed = len({e["item_id"] for e in edits if e["kind"] == "removed"})
+    changed = len({e["item_id"] for e in edits if e["kind"] == "changed"})
+    labeled = len({e["item_id"] for e in edits if e.get("labeled")})
+    more = f" and {len(items) - 5} more" if len(items) > 5 else ""
+    return (
+        f"{removed} sent item(s) removed from the pool, {changed} changed ({labeled} labeled: "
+        f"labels kept, trained on the values labeled): {', '.join(items[:5])}{more}"
+    )
 
 
 def _open_batch_rows(

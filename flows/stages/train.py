@@ -13,8 +13,9 @@ from flows.stages.context import CampaignRun, PoolData
 from loopwise.features import model_inputs
 from loopwise.state import Stage
 from storage.campaign import STOP_SET, checkpoint, checkpointed
+from tasks.data import record_pool_edits
 from tasks.evaluate import log_cycle
-from tasks.train import evaluate, fit, labeled_snapshot
+from tasks.train import evaluate, fit, label_time_records, labeled_snapshot
 
 __all__ = ["Trained", "train_and_log"]
 
@@ -43,8 +44,12 @@ def train_and_log(
 ) -> Trained:
     """Fit the campaign's model on every accepted label; evaluate and log it once per cycle."""
     cfg, store, k = run.cfg, run.store, run.state.cycle
+    # What each item was sent with: the training rows, and what pool edits are measured by.
+    records = label_time_records(store, k)
+    text = cfg.data.text_column
+    record_pool_edits(run.ledgers(), k, [data.pool, data.holdout], records, text)
     snap = (checkpoint(store, k, Stage.TRAINED) or {}).get("snapshot") or labeled_snapshot(
-        store, k, data.pool, run.ledgers().read("labels")
+        store, k, data.pool, run.ledgers().read("labels"), records, text
     )
     snapshot = store.read_parquet(snap["key"])
     X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, data.holdout, data.pool)

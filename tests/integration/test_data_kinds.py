@@ -50,26 +50,27 @@ def _table(n_classes: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     return pd.DataFrame(X.round(4), columns=["f0", "f1", "f2", "f3"]), y
 
 
-# Each writer puts its file in the folder and returns (file, extra init args, planted ids):
-# the planted rows are the invalid ones the campaign must quarantine, and only those.
-Writer = Callable[[Path], tuple[Path, list[str], set[str]]]
+# Each writer puts its file in the folder and returns (file, extra init args, planted rows):
+# the planted rows (0-based row numbers) are the invalid ones the campaign must quarantine,
+# and only those.
+Writer = Callable[[Path], tuple[Path, list[str], set[int]]]
 
 
-def _integer_labels(tmp: Path) -> tuple[Path, list[str], set[str]]:
+def _integer_labels(tmp: Path) -> tuple[Path, list[str], set[int]]:
     df, y = _table(4, 1)
     df["label"] = y  # 0, 1, 2, 3 as integers
     df.to_csv(tmp / "ints.csv", index=False)
     return tmp / "ints.csv", [], set()
 
 
-def _boolean_labels(tmp: Path) -> tuple[Path, list[str], set[str]]:
+def _boolean_labels(tmp: Path) -> tuple[Path, list[str], set[int]]:
     df, y = _table(2, 2)
     df["spam"] = y.astype(bool)  # True / False
     df.to_csv(tmp / "bools.csv", index=False)
     return tmp / "bools.csv", ["--label-column", "spam"], set()
 
 
-def _string_labels(tmp: Path) -> tuple[Path, list[str], set[str]]:
+def _string_labels(tmp: Path) -> tuple[Path, list[str], set[int]]:
     df, y = _table(3, 3)
     df["shop"] = np.random.default_rng(3).choice(["north", "south", "east"], ROWS)
     df["label"] = np.asarray(["apple", "pear", "plum"])[y]
@@ -84,7 +85,7 @@ TOPICS = {
 }
 
 
-def _text(tmp: Path) -> tuple[Path, list[str], set[str]]:
+def _text(tmp: Path) -> tuple[Path, list[str], set[int]]:
     rng = np.random.default_rng(4)
     names = list(TOPICS)
     topic = rng.integers(0, len(names), ROWS)
@@ -99,7 +100,7 @@ def _text(tmp: Path) -> tuple[Path, list[str], set[str]]:
     return tmp / "news.csv", ["--label-column", "topic"], set()
 
 
-def _vector(tmp: Path) -> tuple[Path, list[str], set[str]]:
+def _vector(tmp: Path) -> tuple[Path, list[str], set[int]]:
     X, y = make_classification(
         n_samples=ROWS, n_features=8, n_informative=5, n_redundant=0, random_state=5
     )
@@ -107,10 +108,10 @@ def _vector(tmp: Path) -> tuple[Path, list[str], set[str]]:
     emb[17] = emb[17][:5]  # a list of another length: the one row to quarantine
     df = pd.DataFrame({"emb": emb, "label": np.asarray(["cat", "dog"])[y]})
     df.to_parquet(tmp / "embeddings.parquet")
-    return tmp / "embeddings.parquet", [], {"r0000017"}
+    return tmp / "embeddings.parquet", [], {17}
 
 
-def _latin1(tmp: Path) -> tuple[Path, list[str], set[str]]:
+def _latin1(tmp: Path) -> tuple[Path, list[str], set[int]]:
     df, y = _table(2, 6)
     df["ville"] = np.random.default_rng(6).choice(["Zürich", "Genève", "Bâle"], ROWS)
     df["label"] = np.asarray(["négatif", "positif"])[y]
@@ -184,6 +185,7 @@ def kind(request, harness, label_studio, ls_client, tmp_path_factory) -> Iterato
     from flows.cycle import cycle
     from loopwise.annotators import AnnotatorProfile
     from loopwise.config import load_campaign
+    from tasks.data import load_pool
 
     name = request.param
     tmp = tmp_path_factory.mktemp(name)
@@ -209,6 +211,8 @@ def kind(request, harness, label_studio, ls_client, tmp_path_factory) -> Iterato
         _adapt(path, tmp, label_studio)
         cfg = load_campaign(path)
         store = Store(f"{cfg.storage_root}/{cfg.name}")
+        ids = load_pool.fn(cfg)["item_id"]
+        planted_ids = {ids.iloc[r] for r in planted}
 
         cold = cycle(campaign=str(path))
         cold_items = _server_items(ls_client, cfg.project_title) if cold else []
@@ -221,7 +225,7 @@ def kind(request, harness, label_studio, ls_client, tmp_path_factory) -> Iterato
             kind=name,
             init_output=res.output,
             config=cfg,
-            planted=planted,
+            planted=planted_ids,
             cold=cold,
             cold_items=cold_items,
             truth=truth,

@@ -142,7 +142,7 @@ def test_an_unlabeled_row_of_an_integer_label_column_stays_in_the_pool_unlabeled
     assert pd.isna(pool.loc[4, "label"])
     assert "nan" not in set(pool["label"].dropna())
     split = split_holdout.fn(cfg, pool)
-    assert "r0000004" not in set(split["holdout"]["item_id"])
+    assert pool["item_id"].iloc[4] not in set(split["holdout"]["item_id"])
 
 
 def test_boolean_categorical_features_pass_their_own_suite(tmp_path):
@@ -181,9 +181,9 @@ def test_a_vector_campaign_validates_and_quarantines_the_row_of_another_length(t
     res = _init(tmp_path, data)
     assert res.exit_code == 0, res.output
     assert "emb_0..emb_3" in res.output and "row 8" in res.output
-    cfg, _, result = _campaign(tmp_path, data, "--force")
+    cfg, pool, result = _campaign(tmp_path, data, "--force")
     assert cfg.data.feature_columns == ["emb_0", "emb_1", "emb_2", "emb_3"]
-    assert result.invalid["item_id"].tolist() == ["r0000007"]
+    assert result.invalid["item_id"].tolist() == [pool["item_id"].iloc[7]]
     assert "emb_0: missing value" in result.reasons.iloc[0]
 
 

@@ -28,7 +28,7 @@ from loopwise.scoring import (
 
 def test_row_number_ids_are_unique_zero_padded_strings():
     df = pd.DataFrame({"x": [5, 6, 7]})
-    out = assign_ids(df, None)
+    out = assign_ids(df, None, scheme="rows")
     assert list(out["item_id"]) == ["r0000000", "r0000001", "r0000002"]
     assert "item_id" not in df.columns, "the input frame is not modified"
     assert list(out["x"]) == [5, 6, 7]
