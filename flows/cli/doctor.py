@@ -51,8 +51,8 @@ def doctor(
     """Check the campaign's store, Label Studio, MLflow and Prefect against Loopwise's
     invariants. Exit 0 when healthy, 1 when a problem is found (with ``--repair``: 0 when
     every problem found was repaired)."""
-    from storage.campaign import CampaignBusy, campaign_store
     from flows.cli import doctor_checks as checks
+    from storage.campaign import CampaignBusy, campaign_store
 
     cfg = load(campaign)
     token = os.environ.get(cfg.labelstudio.token_env, "")
