@@ -205,7 +205,7 @@ def _print_summary(
         else ""
     )
     out.print(
-        f"{data_file}: {len(df):,} rows; id {inf.id_column or '(row number)'}, label "
+        f"{data_file}: {len(df):,} rows; id {inf.id_column or '(a fingerprint of each row)'}, label "
         f"{inf.label_column or '(none)'} with {len(inf.labels)} labels, {kind}{ignored}",
         highlight=False,
         soft_wrap=True,
