@@ -23,13 +23,29 @@ log = logging.getLogger(__name__)
 __all__ = [
     "annotator_names",
     "campaign_records",
+    "no_html",
     "publish_batch",
     "publish_review",
     "publish_summary",
     "report_markdown",
     "summary_markdown",
+    "table_rows",
     "write_report",
 ]
+
+
+def no_html(value: Any) -> Any:
+    """A string as text that no artifact renderer can take for HTML (``<`` and ``&``
+    escaped: no tag can open); other values as they are. Label names, reasons and item
+    ids come from data files and annotators."""
+    if isinstance(value, str):
+        return value.replace("&", "&amp;").replace("<", "&lt;")
+    return value
+
+
+def table_rows(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows for a table artifact, every string cell passed through :func:`no_html`."""
+    return [{k: no_html(v) for k, v in row.items()} for row in rows]
 
 
 def _key(cfg: CampaignConfig, what: str) -> str:
@@ -40,7 +56,7 @@ def _key(cfg: CampaignConfig, what: str) -> str:
 def summary_markdown(cfg: CampaignConfig, s: dict[str, Any]) -> str:
     """The run summary: labels, cost, metric, decision and reason, links."""
     lines = [f"# Loopwise campaign `{cfg.name}` — cycle {s.get('cycle')}", ""]
-    lines.append(f"**Status:** {s.get('status', '')}")
+    lines.append(f"**Status:** {no_html(s.get('status', ''))}")
     lines.append("")
     lines.append("| | |")
     lines.append("|---|---|")
@@ -54,16 +70,16 @@ def summary_markdown(cfg: CampaignConfig, s: dict[str, Any]) -> str:
         ("quarantined", "rows quarantined this run"),
     ):
         if s.get(key) is not None:
-            value = s[key]
+            value = no_html(s[key])
             if isinstance(value, float):
                 value = f"{value:.4f}" if key in ("metric", "macro_f1") else f"{value:.2f}"
             lines.append(f"| {label} | {value} |")
     if s.get("decision"):
         d = s["decision"]
         lines += ["", f"**Decision:** {'stop' if d['stop'] else 'go on'} (`{d['rule']}`)", ""]
-        lines.append(f"> {d['reason']}")
+        lines.append(f"> {no_html(d['reason'])}")
     if s.get("next_run"):
-        lines += ["", f"**Next run:** {s['next_run']}"]
+        lines += ["", f"**Next run:** {no_html(s['next_run'])}"]
     lines += ["", "**Links**", ""]
     if s.get("run_url"):
         lines.append(f"- MLflow run: {s['run_url']}")
@@ -85,7 +101,7 @@ def publish_review(cfg: CampaignConfig, project_id: int, queue: list[dict[str, A
     """Publish the review queue (disputes for an expert) as a table artifact, with the link
     that opens each task in Label Studio."""
     base = f"{cfg.labelstudio.url.rstrip('/')}/projects/{project_id}/data?task="
-    rows = [{**q, "open": f"{base}{q['task_id']}"} for q in queue]
+    rows = table_rows([{**q, "open": f"{base}{q['task_id']}"} for q in queue])
     create_table_artifact(
         rows or [{"item_id": "—", "task_id": None, "answers": 0, "labels": "", "open": ""}],
         key=_key(cfg, "review"),
@@ -109,7 +125,9 @@ def publish_batch(cfg: CampaignConfig, cycle: int, batch: list[dict[str, Any]]) 
         for i, b in enumerate(batch)
     ]
     create_table_artifact(
-        rows, key=_key(cfg, "batch"), description=f"cycle {cycle}: batch sent to Label Studio"
+        table_rows(rows),
+        key=_key(cfg, "batch"),
+        description=f"cycle {cycle}: batch sent to Label Studio",
     )
 
 
@@ -196,7 +214,8 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
         d = r["decisions"][-1]
         lines += [
             "",
-            f"**Last decision** (cycle {d['cycle']}): {'stop' if d['stop'] else 'go on'} — {d['reason']}",
+            f"**Last decision** (cycle {d['cycle']}): {'stop' if d['stop'] else 'go on'} — "
+            f"{no_html(d['reason'])}",
         ]
     lines += ["", f"The whole report (figures, annotators, drift): `{where}`"]
     return "\n".join(lines)

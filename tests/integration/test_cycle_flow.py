@@ -493,6 +493,14 @@ def test_the_stop_is_announced_once_with_its_reason(campaign):
     assert announced == [f"cycle {k}: STOP — {reason}"], announced
 
 
+def test_a_rerun_past_its_dispatch_says_it_sent_nothing(campaign):
+    # the crash after schedule_next_run leaves the dispatch checkpoint: the rerun sends nothing
+    said = [line for line in campaign.log_lines if "already dispatched; nothing sent" in line]
+    sent = [line for line in campaign.log_lines if "dispatched" in line and "new task" in line]
+    assert said, [line for line in campaign.log_lines if "dispatch" in line]
+    assert all(" 0 new task" not in line or "already there" in line for line in sent), sent
+
+
 # --- the campaign state -----------------------------------------------------------------------
 
 

@@ -101,3 +101,23 @@ def test_summary_omits_keys_given_as_none_but_keeps_zero(cfg):
 def test_summary_without_a_project_has_no_project_link(cfg):
     text = summary_markdown(cfg, {"cycle": 0, "status": "new"})
     assert "projects/None" not in text
+
+
+HOSTILE = '<img src=x onerror="alert(1)">&amp'
+
+
+def test_a_label_name_with_html_reaches_no_artifact_as_html(cfg):
+    from tasks.report import table_rows
+
+    decision = {"stop": False, "rule": "continue", "reason": f"only {HOSTILE!r} is labeled"}
+    text = summary_markdown(cfg, {"cycle": 1, "status": HOSTILE, "decision": decision})
+    assert "<img" not in text and "&lt;img" in text, text
+    assert "&amp;amp" in text, "an ampersand is escaped too, so no entity sneaks in"
+    rows = table_rows([{"rank": 1, "model_guess": HOSTILE, "model_confidence": 0.5}])
+    assert rows == [
+        {
+            "rank": 1,
+            "model_guess": '&lt;img src=x onerror="alert(1)">&amp;amp',
+            "model_confidence": 0.5,
+        }
+    ]
