@@ -370,13 +370,17 @@ def main() -> None:
                 results.append(scenario(i, kind, rng, ls, work, args.runs))
                 r = results[-1]
                 print(f"scenario {i} {kind}: {len(r['violations'])} violation(s), {r['seconds']} s")
+                write(args.out, results, time.monotonic() - t0)  # a stopped bench keeps its part
     finally:
         lss.stop(ls["info"])
-    args.out.mkdir(parents=True, exist_ok=True)
-    seconds = time.monotonic() - t0
-    (args.out / "chaos.json").write_text(json.dumps(results, indent=1, default=str))
-    (args.out / "chaos.md").write_text(report(results, seconds))
-    print(report(results, seconds))
+    write(args.out, results, time.monotonic() - t0)
+    print(report(results, time.monotonic() - t0))
+
+
+def write(out: Path, results: list[dict], seconds: float) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "chaos.json").write_text(json.dumps(results, indent=1, default=str))
+    (out / "chaos.md").write_text(report(results, seconds))
 
 
 if __name__ == "__main__":
