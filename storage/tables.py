@@ -40,78 +40,96 @@ def read_table(
     strings: a CSV's text as it is, a Parquet column through
     :func:`loopwise.infer.as_strings`; missing cells stay missing. Errors name the file.
     """
-    import pandas as pd
-
-    from loopwise.infer import as_strings, expand_vectors
-
     src = os.fspath(source)
+    kind, gz, sep = _format_of(src, format)
+    handle = _open(src)
+    if kind == "Parquet":
+        return _read_parquet(src, handle, string_columns)
+    return _read_csv(
+        src, handle, sep=sep, gz=gz, encoding=encoding or "utf-8", strings=string_columns
+    )
+
+
+def _format_of(src: str, format: str | None) -> tuple[str, bool, str]:
+    """("CSV" or "Parquet", gzip-compressed, separator) from ``format`` or the file name."""
     name = src.lower()
     gz = name.endswith(".gz")
     base = name[: -len(".gz")] if gz else name
+    sep = "\t" if base.endswith(".tsv") else ","
     if format is not None:
         if format.lower() not in {"csv", "parquet"}:
             raise ValueError(f"{src}: unknown table format {format!r} (csv or parquet)")
-        kind = "CSV" if format.lower() == "csv" else "Parquet"
-    elif base.endswith((".csv", ".tsv")):
-        kind = "CSV"
-    elif base.endswith((".parquet", ".pq")) and not gz:
-        kind = "Parquet"
-    else:
-        raise ValueError(
-            f"{src}: unknown table format (expected .csv, .csv.gz, .tsv or .parquet, "
-            "or pass format='csv' / 'parquet')"
-        )
+        return ("CSV" if format.lower() == "csv" else "Parquet"), gz, sep
+    if base.endswith((".csv", ".tsv")):
+        return "CSV", gz, sep
+    if base.endswith((".parquet", ".pq")) and not gz:
+        return "Parquet", gz, sep
+    raise ValueError(
+        f"{src}: unknown table format (expected .csv, .csv.gz, .tsv or .parquet, "
+        "or pass format='csv' / 'parquet')"
+    )
 
+
+def _open(src: str) -> Any:
+    """A local path as it is, or the bytes of an ``s3://`` object; errors name the source."""
     if src.startswith("s3://"):
         bucket, key = _split_s3(src)
         if not key:
             raise ValueError(f"{src}: no object key")
         with _s3_errors(src):
-            data = _s3_client().get_object(Bucket=bucket, Key=key)["Body"].read()
-        handle: Any = io.BytesIO(data)
-    else:
-        if not Path(src).is_file():
-            raise FileNotFoundError(f"{src}: no such file")
-        handle = src
-    sep = "\t" if base.endswith(".tsv") else ","
-    enc = encoding or "utf-8"
-    if kind == "Parquet":
-        try:
-            df = pd.read_parquet(handle, engine="pyarrow")
-        except Exception as err:
-            raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
-        for c in string_columns:
-            if c in df.columns:
-                df[c] = as_strings(df[c])
-        return expand_vectors(df)
-    csv_options: dict[str, Any] = {
+            return io.BytesIO(_s3_client().get_object(Bucket=bucket, Key=key)["Body"].read())
+    if not Path(src).is_file():
+        raise FileNotFoundError(f"{src}: no such file")
+    return src
+
+
+def _read_parquet(src: str, handle: Any, strings: Sequence[str]) -> pd.DataFrame:
+    import pandas as pd
+
+    from loopwise.infer import as_strings, expand_vectors
+
+    try:
+        df = pd.read_parquet(handle, engine="pyarrow")
+    except Exception as err:
+        raise ValueError(f"{src}: cannot read as Parquet ({err})") from err
+    for c in strings:
+        if c in df.columns:
+            df[c] = as_strings(df[c])
+    return expand_vectors(df)
+
+
+def _read_csv(
+    src: str, handle: Any, *, sep: str, gz: bool, encoding: str, strings: Sequence[str]
+) -> pd.DataFrame:
+    """A CSV; lines with more fields than the header are set aside in ``attrs["bad_lines"]``."""
+    import pandas as pd
+
+    options: dict[str, Any] = {
         "sep": sep,
         "compression": "gzip" if gz else None,
-        "encoding": enc,
-        "dtype": {c: str for c in string_columns},
+        "encoding": encoding,
+        "dtype": {c: str for c in strings},
     }
+    rewind = handle.seek if isinstance(handle, io.BytesIO) else (lambda _: None)
     try:
-        return pd.read_csv(handle, **csv_options)
+        return pd.read_csv(handle, **options)
     except UnicodeDecodeError as err:
-        if isinstance(handle, io.BytesIO):
-            handle.seek(0)
-        raise ValueError(_decode_error(src, handle, gz, enc)) from err
+        rewind(0)
+        raise ValueError(_decode_error(src, handle, gz, encoding)) from err
     except pd.errors.ParserError as err:
-        if isinstance(handle, io.BytesIO):
-            handle.seek(0)
-        bad = _broken_csv_lines(handle, sep, gz, enc)
+        rewind(0)
+        bad = _broken_csv_lines(handle, sep, gz, encoding)
         if not bad:
-            raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
-        if isinstance(handle, io.BytesIO):
-            handle.seek(0)
-        df = pd.read_csv(handle, skiprows=[b["line"] - 1 for b in bad], **csv_options)
+            raise ValueError(f"{src}: cannot read as CSV ({err})") from err
+        rewind(0)
+        df = pd.read_csv(handle, skiprows=[b["line"] - 1 for b in bad], **options)
         # Rows keep their place: the index is the data row (0-based) the row had in the file.
         gone = {b["row"] - 1 for b in bad}
         df.index = [i for i in range(len(df) + len(gone)) if i not in gone][: len(df)]
         df.attrs["bad_lines"] = bad
         return df
     except Exception as err:
-        raise ValueError(f"{src}: cannot read as {kind} ({err})") from err
+        raise ValueError(f"{src}: cannot read as CSV ({err})") from err
 
 
 def _decode_error(src: str, handle: Any, gz: bool, encoding: str) -> str:
