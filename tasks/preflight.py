@@ -15,14 +15,14 @@ from loopwise.config import CampaignConfig
 from storage.store import Store
 from tasks import step_task
 
-__all__ = ["ServiceDown", "check_services"]
+__all__ = ["ServiceDown", "answers", "check_services"]
 
 
 class ServiceDown(RuntimeError):
     """An external service did not answer; the message says which, where and what to check."""
 
 
-def _answers(url: str, timeout: float) -> str | None:
+def answers(url: str, timeout: float) -> str | None:
     """None if ``url`` answers below HTTP 500 within ``timeout`` seconds, else why not."""
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response:
@@ -50,7 +50,7 @@ def check_services(
             ("MLflow", f"{cfg.mlflow.tracking_uri.rstrip('/')}/health", "mlflow.tracking_uri")
         )
     for name, url, key in checks:
-        if (why := _answers(url, timeout)) is not None:
+        if (why := answers(url, timeout)) is not None:
             problems.append(f"{name} at {url} does not answer ({why}): is it running? ({key})")
     try:
         store.probe(timeout)

@@ -11,7 +11,7 @@ from prefect.exceptions import ObjectNotFound
 
 from tasks import io_task
 
-__all__ = ["describe_next", "schedule_next_run"]
+__all__ = ["describe_next", "schedule_next_run", "waiting_next_runs"]
 
 
 @io_task
@@ -54,9 +54,8 @@ def describe_next(nxt: dict[str, Any]) -> str:
     return nxt.get("reason", "not scheduled")
 
 
-def _cancel_other_next_runs(deployment_id: Any, keep: Any) -> int:
-    """Cancel the campaign's other scheduled next runs (a manual run beside the scheduled one
-    would otherwise start a second chain of re-checks); runs people started are left alone."""
+def waiting_next_runs(deployment_id: Any) -> list[Any]:
+    """The deployment's next-cycle runs that wait to start (scheduled, tag ``next-cycle``)."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import (
         DeploymentFilter,
@@ -67,20 +66,28 @@ def _cancel_other_next_runs(deployment_id: Any, keep: Any) -> int:
         FlowRunFilterTags,
     )
     from prefect.client.schemas.objects import StateType
-    from prefect.states import Cancelled
 
-    if deployment_id is None:
-        return 0
     waiting = FlowRunFilter(
         state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
         tags=FlowRunFilterTags(all_=["next-cycle"]),
     )
     with get_client(sync_client=True) as client:
-        runs = client.read_flow_runs(
+        return client.read_flow_runs(
             flow_run_filter=waiting,
             deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[deployment_id])),
         )
-        others = [r for r in runs if r.id != keep]
+
+
+def _cancel_other_next_runs(deployment_id: Any, keep: Any) -> int:
+    """Cancel the campaign's other scheduled next runs (a manual run beside the scheduled one
+    would otherwise start a second chain of re-checks); runs people started are left alone."""
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+
+    if deployment_id is None:
+        return 0
+    others = [r for r in waiting_next_runs(deployment_id) if r.id != keep]
+    with get_client(sync_client=True) as client:
         for r in others:
             client.set_flow_run_state(
                 r.id, Cancelled(message=f"replaced by the campaign's next run {keep}"), force=True

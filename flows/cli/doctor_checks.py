@@ -17,8 +17,6 @@ import datetime as dt
 import os
 import re
 import socket
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -39,6 +37,8 @@ from storage.campaign import (
 )
 from storage.store import Store
 from tasks.labelstudio import LabelStudioTarget
+from tasks.preflight import answers
+from tasks.schedule import waiting_next_runs
 
 __all__ = ["Examination", "examine", "repair"]
 
@@ -66,13 +66,7 @@ class Examination:
 
 def _answers(url: str) -> str | None:
     """None if ``url`` answers below HTTP 500 within the timeout, else why not."""
-    try:
-        with urllib.request.urlopen(url, timeout=_TIMEOUT) as response:
-            return None if response.status < 500 else f"HTTP {response.status}"
-    except urllib.error.HTTPError as err:
-        return None if err.code < 500 else f"HTTP {err.code}"
-    except (urllib.error.URLError, OSError) as err:
-        return str(getattr(err, "reason", err))
+    return answers(url, _TIMEOUT)
 
 
 def _down(service: str, where: str, why: Any) -> Finding:
@@ -268,30 +262,14 @@ def _prefect_api() -> Iterator[str | None]:
 def _waiting_runs(deployment: str) -> list[dict[str, Any]] | None:
     """The scheduled next-cycle runs of ``deployment`` (None: no such deployment)."""
     from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import (
-        DeploymentFilter,
-        DeploymentFilterId,
-        FlowRunFilter,
-        FlowRunFilterState,
-        FlowRunFilterStateType,
-        FlowRunFilterTags,
-    )
-    from prefect.client.schemas.objects import StateType
     from prefect.exceptions import ObjectNotFound
 
-    waiting = FlowRunFilter(
-        state=FlowRunFilterState(type=FlowRunFilterStateType(any_=[StateType.SCHEDULED])),
-        tags=FlowRunFilterTags(all_=["next-cycle"]),
-    )
     with get_client(sync_client=True) as client:
         try:
             dep = client.read_deployment_by_name(deployment)
         except ObjectNotFound:
             return None
-        runs = client.read_flow_runs(
-            flow_run_filter=waiting,
-            deployment_filter=DeploymentFilter(id=DeploymentFilterId(any_=[dep.id])),
-        )
+    runs = waiting_next_runs(dep.id)
     return [{"id": str(r.id), "name": r.name, "created": r.created.isoformat()} for r in runs]
 
 
