@@ -7,6 +7,7 @@ the files must be on disk, and a missing file is a clear error naming the path.
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sklearn.pipeline import make_pipeline
 
 from loopwise.simulate import default_model
 
-__all__ = ["Dataset", "data_dir", "load", "names"]
+__all__ = ["REGIMES", "Dataset", "Regime", "data_dir", "load", "names"]
 
 ENV_VAR = "LOOPWISE_DATASETS"
 
@@ -98,11 +99,87 @@ def _trec() -> Dataset:
     )
 
 
+def _sst2() -> Dataset:
+    df = pd.read_csv(_path("sst2_train.tsv"), sep="\t", quoting=3, dtype={"sentence": str})
+    df = df.dropna(subset=["sentence"])
+    return Dataset(
+        "sst2", df["sentence"].to_numpy(object), df["label"].to_numpy(), "text", _text_model()
+    )
+
+
+def _agnews() -> Dataset:
+    df = pd.read_csv(
+        _path("agnews_test.tsv"), sep="\t", header=None, names=["text", "label"], quoting=3
+    )
+    df = df.dropna(subset=["text"])
+    return Dataset(
+        "agnews", df["text"].to_numpy(object), df["label"].to_numpy(), "text", _text_model()
+    )
+
+
+@dataclass(frozen=True)
+class Regime:
+    """A reproducible synthetic classification problem (``make_classification``).
+
+    ``imbalance`` is the ratio of the largest to the smallest class share (shares
+    fall geometrically between them); ``noise`` the share of labels replaced by a
+    random class; ``separation`` the distance between class clusters (smaller
+    overlaps more); ``clusters`` the clusters per class.
+    """
+
+    classes: int = 5
+    imbalance: float = 1.0
+    noise: float = 0.0
+    separation: float = 1.0
+    clusters: int = 2
+    rows: int = 4000
+    features: int = 16
+    seed: int = 11
+
+    def shares(self) -> list[float]:
+        """The class shares, largest first, summing to 1."""
+        w = self.imbalance ** (-np.arange(self.classes) / max(self.classes - 1, 1))
+        return list(w / w.sum())
+
+    def make(self, name: str) -> Dataset:
+        """The rows of this regime, always the same for the same fields."""
+        from sklearn.datasets import make_classification
+
+        X, y = make_classification(
+            n_samples=self.rows,
+            n_features=self.features,
+            n_informative=10,
+            n_redundant=2,
+            n_classes=self.classes,
+            n_clusters_per_class=self.clusters,
+            weights=self.shares(),
+            flip_y=self.noise,
+            class_sep=self.separation,
+            random_state=self.seed,
+        )
+        return Dataset(name, X.astype(np.float32), y, "tabular", default_model())
+
+
+#: Synthetic regimes of the wider benchmark: one property pushed at a time.
+REGIMES: dict[str, Regime] = {
+    "syn-balanced": Regime(),
+    "syn-imbalance-1to5": Regime(imbalance=5.0),
+    "syn-imbalance-1to20": Regime(imbalance=20.0, clusters=3, noise=0.03),
+    "syn-noise-5pct": Regime(noise=0.05),
+    "syn-noise-10pct": Regime(noise=0.10),
+    "syn-2-classes": Regime(classes=2, clusters=3),
+    "syn-26-classes": Regime(classes=26, clusters=1, separation=1.5),
+    "syn-overlap": Regime(classes=10, separation=0.5),
+}
+
 LOADERS: dict[str, Callable[[], Dataset]] = {
     "digits": _digits,
     "letter": _letter,
     "adult": _adult,
     "trec": _trec,
+    "sst2": _sst2,
+    "agnews": _agnews,
+    **{name: functools.partial(regime.make, name) for name, regime in REGIMES.items()},
 }
 
 

@@ -17,7 +17,7 @@ from loopwise.strategies._base import QueryStrategy, ScoreStrategy, top_n
 from loopwise.strategies.cold_start import ColdStart
 from loopwise.strategies.committee import QBCKullbackLeibler, QBCVoteEntropy
 from loopwise.strategies.diversity import CoreSet, DensityWeighted, KMeansSampling
-from loopwise.strategies.hybrid import ClusterMargin
+from loopwise.strategies.hybrid import ClusterMargin, DiverseMargin
 from loopwise.strategies.model_change import ExpectedGradientLength
 from loopwise.strategies.random import RandomSampling
 from loopwise.strategies.stream import StreamSelector
@@ -48,12 +48,13 @@ REGISTRY: dict[str, type[QueryStrategy]] = {
         CoreSet,
         KMeansSampling,
         ClusterMargin,
+        DiverseMargin,
         ColdStart,
     )
 }
 
 #: The strategy a campaign uses unless its config names another.
-DEFAULT = ClusterMargin.name
+DEFAULT = DiverseMargin.name
 
 
 def names() -> list[str]:
