@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from loopwise import strategies
+
 __all__ = [
     "ID_NAMES",
     "LABEL_NAMES",
@@ -521,7 +523,7 @@ def campaign_yaml(
         "  estimator: sklearn.linear_model.LogisticRegression",
         "  params: {max_iter: 1000}",
         "strategy:",
-        "  name: cluster_margin          # `loopwise strategies` lists them all",
+        f"  name: {strategies.DEFAULT:22s}# `loopwise strategies` lists them all",
         "batch_size: 20",
         "annotators_per_item: 1          # 2 or more turns on consensus QC",
         "max_annotations_per_item: 3     # a dispute gets more answers up to this (at most your annotators)",

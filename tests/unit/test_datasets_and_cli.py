@@ -49,7 +49,8 @@ def test_missing_file_and_unknown_name_are_clear(tmp_path, monkeypatch):
 def test_cli_lists_strategies_and_marks_the_default():
     out = CliRunner().invoke(app, ["strategies"])
     assert out.exit_code == 0
-    assert "cluster_margin" in out.output and "(default)" in out.output
+    default = next(line for line in out.output.splitlines() if line.endswith("(default)"))
+    assert default.split()[0] == "diverse_margin" and "batch 1" in default
     assert len(out.output.strip().splitlines()) == len(
         __import__("loopwise.strategies").strategies.names()
     )
@@ -137,3 +138,21 @@ def test_commands_use_the_configured_prefect_api_else_the_one_local_server(monke
             assert api == PREFECT_API_URL.value() == "http://127.0.0.1:4999/api"
         assert PREFECT_API_URL.value() is None  # only inside the command
     assert calls == ["ensure"]
+
+
+def test_text_sets_load_as_texts_with_their_labels(have_shared):
+    sst2, ag = datasets.load("sst2"), datasets.load("agnews")
+    assert sst2.kind == ag.kind == "text" and isinstance(sst2.X[0], str)
+    assert set(np.unique(sst2.y)) == {0, 1} and len(sst2.y) > 60_000
+    assert ag.n_classes == 4 and len(ag.y) == 7_600
+
+
+def test_synthetic_regimes_are_reproducible_and_have_the_shares_they_claim():
+    r = datasets.REGIMES["syn-imbalance-1to20"]
+    a, b = datasets.load("syn-imbalance-1to20"), datasets.load("syn-imbalance-1to20")
+    assert np.array_equal(a.X, b.X) and np.array_equal(a.y, b.y)
+    counts = np.bincount(a.y)
+    assert counts.max() / counts.min() > 10  # strongly imbalanced (noise blurs the exact 20)
+    assert r.shares()[0] / r.shares()[-1] == pytest.approx(20.0)
+    assert datasets.load("syn-26-classes").n_classes == 26
+    assert datasets.load("syn-2-classes").n_classes == 2

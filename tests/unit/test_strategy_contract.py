@@ -34,6 +34,7 @@ DESIGN = (
     "coreset",
     "kmeans",
     "cluster_margin",
+    "diverse_margin",
     "cold_start",
 )
 
