@@ -66,7 +66,7 @@ def test_every_pick_is_the_least_certain_row_of_its_group(blobs):
 
 
 def test_the_same_seed_gives_the_same_batch_and_bad_factors_are_refused(blobs):
-    clf, X, XL, yL, _ = blobs
+    clf, X, *_ = blobs
     a = strategies.get("diverse_margin", random_state=7).query(clf, X, 10)
     b = strategies.get("diverse_margin", random_state=7).query(clf, X, 10)
     assert a.tolist() == b.tolist()
