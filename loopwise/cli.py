@@ -32,9 +32,8 @@ def strategies() -> None:
     from loopwise import strategies as s
 
     for name in s.names():
-        doc = (s.REGISTRY[name].__doc__ or "").strip().splitlines()[0]
         mark = " (default)" if name == s.DEFAULT else ""
-        typer.echo(f"{name:26s}{doc}{mark}")
+        typer.echo(f"{name:26s}{s.describe(name)}{mark}")
 
 
 @app.command()

@@ -29,6 +29,7 @@ import jinja2
 import numpy as np
 import pandas as pd
 
+from loopwise import strategies
 from loopwise.config import CampaignConfig
 from loopwise.features import model_inputs
 from loopwise.model import build_model
@@ -274,6 +275,12 @@ def build_report(
     control_items = [b["item_id"] for batch in batches.values() for b in batch if b.get("control")]
     out: dict[str, Any] = {
         "campaign": cfg.name,
+        "strategy": {
+            "name": cfg.strategy.name,
+            "params": dict(cfg.strategy.params),
+            "summary": strategies.describe(cfg.strategy.name),
+            "default": cfg.strategy.name == strategies.DEFAULT,
+        },
         "stopped": stopped,
         "cycles": len(history),
         "labels": len(accepted),

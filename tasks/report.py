@@ -204,6 +204,10 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
         f"| control estimate on the pool | {control} |",
         f"| saved against random labeling | {saved} |",
     ]
+    if r.get("strategy"):
+        lines.append(
+            f"| strategy | `{r['strategy']['name']}`: {no_html(r['strategy']['summary'])} |"
+        )
     edits = r.get("pool_edits") or {}
     if edits.get("items"):
         lines.append(

@@ -29,6 +29,7 @@ __all__ = [
     "QueryStrategy",
     "ScoreStrategy",
     "StreamSelector",
+    "describe",
     "get",
     "names",
     "top_n",
@@ -60,6 +61,12 @@ DEFAULT = DiverseMargin.name
 def names() -> list[str]:
     """Every registered strategy name, sorted."""
     return sorted(REGISTRY)
+
+
+def describe(name: str) -> str:
+    """The one-line explanation of a registered strategy (its docstring's first line)."""
+    doc = (REGISTRY[name].__doc__ or "").strip().splitlines()
+    return doc[0].replace("``", "") if doc else ""
 
 
 def get(name: str, **params: Any) -> QueryStrategy:

@@ -7,6 +7,7 @@ import pandas as pd
 import pytest
 
 from loopwise import report as rp
+from loopwise import strategies
 from loopwise.batch import control_count, draw_control
 from loopwise.config import CampaignConfig
 from loopwise.plots import report_figures
@@ -214,6 +215,10 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
         annotator_names={"ann": "Ann Lee", "zed": "nobody here"},
     )
     assert (r["labels"], r["annotations"], r["spent"]) == (30, 33, 16.5)
+    # the report names the strategy that chose the batches, with its one-line explanation
+    assert r["strategy"]["name"] == cfg.strategy.name
+    assert r["strategy"]["summary"] == strategies.describe(cfg.strategy.name) != ""
+    assert r["strategy"]["default"] is (cfg.strategy.name == strategies.DEFAULT)
     assert r["cost_per_label"] == pytest.approx(16.5 / 30)
     assert r["metric"] == 0.8 and r["metric_labels"] == 30
     need = r["random_needed"]
@@ -242,6 +247,7 @@ def test_build_report_counts_from_the_records_and_renders_a_self_contained_page(
     assert "16.50" in page and "label_budget" in page and "http://x/#/runs/1" in page
     assert "Ann Lee (#ann)" in page and "<td>#bob</td>" in page
     assert f"{r['saved_money']:,.2f}" in page
+    assert f"Batches chosen by <b>{cfg.strategy.name}</b>" in page
 
 
 def test_random_curve_with_one_class_seen_predicts_that_class():
