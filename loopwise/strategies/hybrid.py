@@ -16,6 +16,9 @@ __all__ = ["ClusterMargin", "DiverseMargin", "seeded_partition", "typicality"]
 
 #: Pool rows sampled as the reference of the typicality estimate.
 _TYPICALITY_REFERENCE = 20_000
+#: Shortlist rows × batch size up to which diverse_margin runs a full k-means
+#: (≈ 0.1 s); above it (batches of several hundred), k-means++ seeds alone.
+_EXACT_KMEANS_UP_TO = 1_000_000
 
 
 def typicality(X: np.ndarray, reference: np.ndarray, k: int = 20) -> np.ndarray:
@@ -154,10 +157,13 @@ def seeded_partition(X: np.ndarray, n: int, rng: np.random.RandomState) -> np.nd
 class DiverseMargin(QueryStrategy):
     """Margin without near-copies: the least certain row of each cluster of the uncertain shortlist; plain margin at batch 1.
 
-    The ``candidate_factor · n`` smallest-margin rows are split into ``n`` groups
-    around k-means++ seeds (:func:`seeded_partition`) and the least certain row of
-    each group is taken; should fewer groups form (duplicates), the next least
-    certain rows fill the batch. A pick differs from plain margin only where
+    The ``candidate_factor · n`` smallest-margin rows are clustered into ``n``
+    groups by k-means and the least certain row of each group is taken; should
+    fewer groups form (duplicates), the rows farthest from the chosen ones fill
+    the batch. For large batches (shortlist × batch above ``10⁶``, e.g. 1,000 of
+    a shortlist of 10,000) the groups are the cells of ``n`` k-means++ seeds
+    without Lloyd iterations (:func:`seeded_partition`), which keeps the query
+    within a small multiple of margin's cost. A pick differs from plain margin only where
     margin would have taken a second row of a group already represented:
     diversity never trades uncertainty for typicality. At batch size 1 there is
     nothing to diversify, and this is exactly margin sampling.
@@ -192,12 +198,17 @@ class DiverseMargin(QueryStrategy):
         shortlist = top_n(unc, m, rng)  # most uncertain first
         if n == 1 or m == n:
             return shortlist[:n], unc[shortlist[:n]]
-        groups = seeded_partition(feature_space(clf, take_rows(X_pool, shortlist)), n, rng)
-        # the first (most uncertain) row of each group, in shortlist order
-        _, first = np.unique(groups, return_index=True)
-        local = np.sort(first)
-        if local.size < n:
-            rest = np.setdiff1d(np.arange(m), local)[: n - local.size]
-            local = np.sort(np.concatenate([local, rest]))
+        X_short = feature_space(clf, take_rows(X_pool, shortlist))
+        if m * n <= _EXACT_KMEANS_UP_TO:
+            local, _ = cluster_representatives(X_short, n, random_state=rng, score=unc[shortlist])
+            local = np.sort(local)  # shortlist order: most uncertain first
+        else:
+            groups = seeded_partition(X_short, n, rng)
+            # the first (most uncertain) row of each group, in shortlist order
+            _, first = np.unique(groups, return_index=True)
+            local = np.sort(first)
+            if local.size < n:
+                rest = np.setdiff1d(np.arange(m), local)[: n - local.size]
+                local = np.sort(np.concatenate([local, rest]))
         picked = shortlist[local]
         return picked, unc[picked]

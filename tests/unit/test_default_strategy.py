@@ -7,6 +7,7 @@ import pytest
 
 from loopwise import datasets, strategies
 from loopwise.simulate import run_simulation
+from loopwise.strategies import hybrid
 from loopwise.strategies.hybrid import seeded_partition
 from loopwise.strategies.uncertainty import margin_scores
 from tests.conftest import fixed, id_pool
@@ -32,7 +33,11 @@ def test_the_default_is_diverse_margin():
     assert strategies.DEFAULT == "diverse_margin"
 
 
-def test_a_batch_keeps_one_near_copy_and_takes_the_other_uncertain_records():
+@pytest.mark.parametrize("exact_up_to", [10**6, 0], ids=["k-means", "k-means++ seeds"])
+def test_a_batch_keeps_one_near_copy_and_takes_the_other_uncertain_records(
+    exact_up_to, monkeypatch
+):
+    monkeypatch.setattr(hybrid, "_EXACT_KMEANS_UP_TO", exact_up_to)
     pool, clf = _twins_pool()
     margin = strategies.get("margin", random_state=0).query(clf, pool, 6)
     assert all(i < 40 for i in margin)  # margin fills the batch with twins
