@@ -38,7 +38,13 @@ def strategies() -> None:
 
 @app.command()
 def simulate(
-    dataset: Annotated[str, typer.Option(help="digits, letter, adult or trec")] = "letter",
+    dataset: Annotated[
+        str,
+        typer.Option(
+            help="digits, letter, adult, trec, sst2, agnews, or a synthetic regime "
+            "(syn-imbalance-1to20, syn-noise-10pct, ...: loopwise.datasets.REGIMES)"
+        ),
+    ] = "letter",
     strategy: Annotated[
         list[str] | None,
         typer.Option(
@@ -63,6 +69,11 @@ def simulate(
     for name in arms:
         if name not in s.REGISTRY:
             raise typer.BadParameter(f"unknown strategy {name!r}; known: {', '.join(s.names())}")
+    if dataset not in datasets.names():
+        raise typer.BadParameter(
+            f"unknown dataset {dataset!r}; known: {', '.join(datasets.names())}",
+            param_hint="--dataset",
+        )
     data = datasets.load(dataset)
     typer.echo(
         f"{data.name}: {len(data.y):,} rows, {data.n_classes} classes; arms: random, {', '.join(arms)}; "

@@ -156,3 +156,9 @@ def test_synthetic_regimes_are_reproducible_and_have_the_shares_they_claim():
     assert r.shares()[0] / r.shares()[-1] == pytest.approx(20.0)
     assert datasets.load("syn-26-classes").n_classes == 26
     assert datasets.load("syn-2-classes").n_classes == 2
+
+
+def test_cli_simulate_names_the_known_datasets_for_an_unknown_one():
+    out = CliRunner().invoke(app, ["simulate", "--dataset", "mnist"])
+    assert out.exit_code == 2
+    assert "unknown dataset 'mnist'" in out.output and "syn-noise-10pct" in out.output
