@@ -50,7 +50,7 @@ def test_cli_lists_strategies_and_marks_the_default():
     out = CliRunner().invoke(app, ["strategies"])
     assert out.exit_code == 0
     default = next(line for line in out.output.splitlines() if line.endswith("(default)"))
-    assert default.split()[0] == "diverse_margin" and "batch 1" in default
+    assert default.split()[0] == "diverse_margin" and "near-copies" in default
     assert len(out.output.strip().splitlines()) == len(
         __import__("loopwise.strategies").strategies.names()
     )

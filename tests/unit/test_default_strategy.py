@@ -79,8 +79,11 @@ def test_the_same_seed_gives_the_same_batch_and_bad_factors_are_refused(blobs):
         strategies.get("diverse_margin", candidate_factor=0.5).query(clf, X, 2)
     with pytest.raises(TypeError):
         strategies.get("diverse_margin", representative="typical")
+    with pytest.raises(ValueError, match=r"low_confidence must be a number in \[0, 1\)"):
+        strategies.get("diverse_margin", low_confidence=1.5).query(clf, X, 2)
     assert strategies.get("diverse_margin").get_params() == {
         "candidate_factor": 10.0,
+        "low_confidence": 0.2,
         "random_state": None,
     }
 
@@ -105,3 +108,43 @@ def test_diverse_margin_beats_random_in_a_short_simulation():
     )
     diff = result.paired_difference("diverse_margin", "random")
     assert diff["mean"] > 0.01 and diff["wins"] >= 2
+
+
+def _unsure_pool():
+    """A model barely better than a guess: 10 isolated rows hold the smallest margins,
+    60 rows of two dense clusters margins just above them, 130 rows are surer."""
+    rng = np.random.RandomState(0)
+    directions = rng.normal(size=(10, 4))
+    outliers = 8 * directions / np.linalg.norm(directions, axis=1, keepdims=True)
+    dense = np.vstack([rng.normal(0, 0.5, size=(30, 4)), rng.normal(4, 0.5, size=(30, 4))])
+    rest = rng.normal(-4, 0.5, size=(130, 4))
+    table = np.vstack(
+        [
+            np.tile([0.34, 0.33, 0.33], (10, 1)),
+            np.tile([0.35, 0.33, 0.32], (60, 1)),
+            np.tile([0.40, 0.30, 0.30], (130, 1)),
+        ]
+    )
+    # features far larger than the id column FixedProba reads
+    return id_pool(200, 1000 * np.vstack([outliers, dense, rest])), fixed(table)
+
+
+def test_pool_confidence_runs_from_a_uniform_guess_to_certainty():
+    rng = np.random.RandomState(0)
+    pool = id_pool(4)
+    assert hybrid.pool_confidence(fixed(np.full((4, 4), 0.25)), pool, rng) == pytest.approx(0.0)
+    assert hybrid.pool_confidence(fixed(np.eye(4)), pool, rng) == pytest.approx(1.0)
+    half = np.tile([0.625, 0.125, 0.125, 0.125], (4, 1))
+    assert hybrid.pool_confidence(fixed(half), pool, rng) == pytest.approx(0.5)
+
+
+def test_a_model_barely_better_than_a_guess_gets_typical_rows_not_outliers():
+    pool, clf = _unsure_pool()
+    s = strategies.get("diverse_margin", candidate_factor=10, random_state=0)
+    picked = s.query(clf, pool, 4)
+    assert s.confidence_ < 0.2 and s.representative_ == "typical"
+    assert sum(i < 10 for i in picked) <= 1  # mostly rows of the dense clusters...
+    assert any(10 <= i < 40 for i in picked) and any(40 <= i < 70 for i in picked)  # both
+    # The switch off: the smallest margins win, outliers first (what margin would do).
+    off = strategies.get("diverse_margin", low_confidence=0, random_state=0)
+    assert sum(i < 10 for i in off.query(clf, pool, 4)) >= 3 and off.representative_ == "uncertain"
