@@ -13,6 +13,7 @@ learning curves per cell.
     python bench/label_efficiency.py                       # every cell (~40 min on 2 cores)
     python bench/label_efficiency.py --cells digits@1 trec@10 --seeds 10
     python bench/label_efficiency.py --all-arms --cells digits@10   # every strategy and peer
+    python bench/label_efficiency.py --quick               # 3 seeds, budget 150, 4 cells
     python bench/label_efficiency.py --replot             # tables and PNGs from the JSON
 """
 
@@ -64,6 +65,8 @@ CELLS = [
     "agnews@10",
     *(f"{r}@10" for r in datasets.REGIMES),
 ]
+#: One cell per regime family, for a quick look (``--quick``).
+QUICK = ["digits@10", "trec@10", "digits@1", "syn-imbalance-1to20@10"]
 #: Label budget at batch size 1 (one retrain per label): the costly-expert regime.
 BUDGET_AT_BATCH_1 = 150
 
@@ -117,12 +120,16 @@ def main() -> None:
     p.add_argument("--max-rows", type=int, default=MAX_ROWS)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--all-arms", action="store_true", help="every Loopwise strategy and peer")
+    p.add_argument("--quick", action="store_true", help=f"3 seeds, budget 150, cells {QUICK}, into results/quick/")
     p.add_argument("--no-peers", action="store_true", help="Loopwise strategies only")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(
         "--replot", action="store_true", help="redraw the PNGs and the tables from the JSON"
     )
     args = p.parse_args()
+    if args.quick:  # never over the full run's results
+        args.seeds, args.budget, args.cells = 3, 150, QUICK
+        args.out = args.out / "quick" if args.out == RESULTS else args.out
     out_json = args.out / "label_efficiency.json"
     if args.replot:
         report = json.loads(out_json.read_text())
