@@ -120,7 +120,11 @@ def main() -> None:
     p.add_argument("--max-rows", type=int, default=MAX_ROWS)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--all-arms", action="store_true", help="every Loopwise strategy and peer")
-    p.add_argument("--quick", action="store_true", help=f"3 seeds, budget 150, cells {QUICK}, into results/quick/")
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help=f"3 seeds, budget 150, cells {QUICK}, into results/quick/",
+    )
     p.add_argument("--no-peers", action="store_true", help="Loopwise strategies only")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument(

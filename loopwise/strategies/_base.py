@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import warnings
 from collections.abc import Callable, Iterator
 from typing import Any, ClassVar
@@ -87,20 +88,45 @@ def score_pool(clf: Any, X: Any, score_fn: ScoreFn, chunk: int = CHUNK_ROWS) -> 
     return out
 
 
+#: Sparse features wider than this (a TF-IDF vocabulary of a large corpus) are not
+#: made dense: distances are measured in a seeded sparse random projection instead.
+WIDE_SPARSE = 20_000
+#: Dimensions of that projection (distances kept within about ±10 % for most pairs).
+PROJECTED_DIMS = 1_024
+
+
+@functools.lru_cache(maxsize=4)
+def _projection(n_features: int) -> Any:
+    from sklearn.random_projection import SparseRandomProjection
+
+    proj = SparseRandomProjection(n_components=PROJECTED_DIMS, dense_output=True, random_state=0)
+    return proj.fit(sp.csr_matrix((1, n_features), dtype=np.float32))
+
+
+def _narrow(X: sp.csr_matrix) -> np.ndarray:
+    """``X`` (sparse, wide) in ``PROJECTED_DIMS`` dense float32 columns: a sparse random
+    projection (Li et al. 2006), the same matrix for every call with the same width,
+    so that rows projected in different calls stay comparable."""
+    X = X.astype(np.float32, copy=False)
+    return np.asarray(_projection(X.shape[1]).transform(X), dtype=np.float32)
+
+
 def feature_space(clf: Any, X: Any) -> np.ndarray:
     """The rows of ``X`` in the space the model's last step sees, as dense float32.
 
     Distance-based strategies measure diversity where the model does: after the
     transforms of a :class:`~sklearn.pipeline.Pipeline` (scaling, TF-IDF, ...), on
     the raw features otherwise (``clf`` may then be None). A DataFrame without a
-    pipeline contributes its numeric columns.
+    pipeline contributes its numeric columns. Sparse features wider than
+    ``WIDE_SPARSE`` columns (a large TF-IDF vocabulary) come back as a
+    ``PROJECTED_DIMS``-column random projection, never as a dense copy.
     """
     if isinstance(clf, Pipeline) and len(clf.steps) > 1:
         X = clf[:-1].transform(X)
     elif hasattr(X, "select_dtypes"):
         X = X.select_dtypes("number").to_numpy()
     if sp.issparse(X):
-        X = X.toarray()
+        X = _narrow(X.tocsr()) if X.shape[1] > WIDE_SPARSE else X.toarray()
     X = np.asarray(X)
     if X.dtype.kind not in "fiub":
         raise TypeError(

@@ -148,3 +148,22 @@ def test_a_model_barely_better_than_a_guess_gets_typical_rows_not_outliers():
     # The switch off: the smallest margins win, outliers first (what margin would do).
     off = strategies.get("diverse_margin", low_confidence=0, random_state=0)
     assert sum(i < 10 for i in off.query(clf, pool, 4)) >= 3 and off.representative_ == "uncertain"
+
+
+def test_wide_sparse_features_are_projected_not_made_dense():
+    from scipy import sparse
+
+    from loopwise.strategies._base import PROJECTED_DIMS, WIDE_SPARSE, feature_space
+
+    X = sparse.random(300, WIDE_SPARSE + 5_000, density=0.002, format="csr", random_state=0)
+    Z = feature_space(None, X)
+    assert Z.shape == (300, PROJECTED_DIMS) and Z.dtype == np.float32
+    assert np.allclose(feature_space(None, X[:7]), Z[:7], atol=1e-5)  # one projection
+    D = X[:60].toarray()
+    iu = np.triu_indices(60, 1)
+    true = np.sqrt(((D[:, None] - D[None]) ** 2).sum(-1))[iu]
+    kept = np.sqrt(((Z[:60, None] - Z[None, :60]) ** 2).sum(-1))[iu]
+    ratio = kept / true
+    assert 0.85 < np.median(ratio) < 1.15 and np.percentile(ratio, 95) < 1.3
+    narrow = sparse.random(20, 50, density=0.3, format="csr", random_state=0)
+    assert np.array_equal(feature_space(None, narrow), narrow.toarray().astype(np.float32))
