@@ -10,7 +10,7 @@ bench/results/label_efficiency.{json,md} (one table per cell and a summary
 table: default − random, − margin, − best peer, per cell) and one PNG of
 learning curves per cell.
 
-    python bench/label_efficiency.py                       # every cell (~40 min on 2 cores)
+    python bench/label_efficiency.py                       # every cell (~75 min on 2 cores)
     python bench/label_efficiency.py --cells digits@1 trec@10 --seeds 10
     python bench/label_efficiency.py --all-arms --cells digits@10   # every strategy and peer
     python bench/label_efficiency.py --quick               # 3 seeds, budget 150, 4 cells
@@ -157,8 +157,11 @@ def main() -> None:
         },
         "cells": {},
     }
-    if out_json.exists():  # keep the cells of an earlier (partial) run
-        report["cells"] = json.loads(out_json.read_text()).get("cells", {})
+    if out_json.exists():  # keep the cells of an earlier (partial) run of the same protocol
+        earlier = json.loads(out_json.read_text())
+        same = {k: v for k, v in earlier.get("protocol", {}).items() if k != "blas_threads"}
+        if same == {k: v for k, v in report["protocol"].items() if k != "blas_threads"}:
+            report["cells"] = earlier.get("cells", {})
     for cell, name, batch in cells:
         X, y, model, note = prepare(name, args.max_rows)
         budget = min(args.budget, BUDGET_AT_BATCH_1) if batch == 1 else args.budget

@@ -69,12 +69,10 @@ def simulate(
     for name in arms:
         if name not in s.REGISTRY:
             raise typer.BadParameter(f"unknown strategy {name!r}; known: {', '.join(s.names())}")
-    if dataset not in datasets.names():
-        raise typer.BadParameter(
-            f"unknown dataset {dataset!r}; known: {', '.join(datasets.names())}",
-            param_hint="--dataset",
-        )
-    data = datasets.load(dataset)
+    try:
+        data = datasets.load(dataset)
+    except ValueError as err:  # an unknown name: the message lists the known ones
+        raise typer.BadParameter(str(err), param_hint="--dataset") from None
     typer.echo(
         f"{data.name}: {len(data.y):,} rows, {data.n_classes} classes; arms: random, {', '.join(arms)}; "
         f"{seeds} seeds, batch {batch_size}, budget {budget}"

@@ -12,7 +12,14 @@ from loopwise.strategies._base import QueryStrategy, feature_space, score_pool, 
 from loopwise.strategies.diversity import cluster_representatives
 from loopwise.strategies.uncertainty import margin_scores
 
-__all__ = ["ClusterMargin", "DiverseMargin", "pool_confidence", "seeded_partition", "typicality"]
+__all__ = [
+    "ClusterMargin",
+    "DiverseMargin",
+    "pool_confidence",
+    "pool_typicality",
+    "seeded_partition",
+    "typicality",
+]
 
 #: Pool rows sampled as the reference of the typicality estimate.
 _TYPICALITY_REFERENCE = 20_000
@@ -35,6 +42,16 @@ def typicality(X: np.ndarray, reference: np.ndarray, k: int = 20) -> np.ndarray:
     np.maximum(d, 0.0, out=d)
     nearest = np.partition(d, k - 1, axis=1)[:, :k]
     return 1.0 / (np.sqrt(nearest).mean(axis=1) + 1e-12)
+
+
+def pool_typicality(
+    clf: Any, X_pool: Any, X: np.ndarray, reference_rows: int, rng: np.random.RandomState
+) -> np.ndarray:
+    """:func:`typicality` of the rows ``X`` (already in the model's feature space) against
+    at most ``reference_rows`` rows of ``X_pool`` drawn at random."""
+    n_rows = num_rows(X_pool)
+    rows = np.sort(rng.choice(n_rows, size=min(n_rows, reference_rows), replace=False))
+    return typicality(X, feature_space(clf, take_rows(X_pool, rows)))
 
 
 class ClusterMargin(QueryStrategy):
@@ -102,11 +119,7 @@ class ClusterMargin(QueryStrategy):
         self.representative_ = self._representative(clf, y_labeled)
         X_short = feature_space(clf, take_rows(X_pool, shortlist))
         if self.representative_ == "typical":
-            ref_rows = np.sort(
-                rng.choice(unc.size, size=min(unc.size, _TYPICALITY_REFERENCE), replace=False)
-            )
-            reference = feature_space(clf, take_rows(X_pool, ref_rows))
-            pick_by = typicality(X_short, reference)
+            pick_by = pool_typicality(clf, X_pool, X_short, _TYPICALITY_REFERENCE, rng)
         else:
             pick_by = unc[shortlist]
         local, _ = cluster_representatives(X_short, n, random_state=rng, score=pick_by)
@@ -235,10 +248,7 @@ class DiverseMargin(QueryStrategy):
             return shortlist[:n], unc[shortlist[:n]]
         X_short = feature_space(clf, take_rows(X_pool, shortlist))
         if typical:
-            ref_rows = np.sort(
-                rng.choice(unc.size, size=min(unc.size, _CONFIDENCE_SAMPLE), replace=False)
-            )
-            pick_by = typicality(X_short, feature_space(clf, take_rows(X_pool, ref_rows)))
+            pick_by = pool_typicality(clf, X_pool, X_short, _CONFIDENCE_SAMPLE, rng)
         else:
             pick_by = unc[shortlist]
         # Typical phase: k-means weighted by typicality, so that far-out rows (which a
