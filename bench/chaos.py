@@ -249,9 +249,8 @@ def _ledger_violations(led: Any) -> list[str]:
     ]
     found += [f"annotation {k} recorded more than once" for k in dup]
     labels = led.read("labels")
-    found += [
-        f"item {i} labeled twice" for i, n in Counter(r["item_id"] for r in labels).items() if n > 1
-    ]
+    versions = Counter((r["item_id"], r.get("version") or 1) for r in labels)
+    found += [f"item {i} labeled twice as version {v}" for (i, v), n in versions.items() if n > 1]
     sent = Counter(r["item_id"] for r in led.read("dispatch") if r.get("event") == "sent")
     found += [f"item {i} has {n} receipts" for i, n in sent.items() if n > 1]
     answers: dict[str, set] = {}

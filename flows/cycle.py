@@ -40,6 +40,7 @@ def cycle(
     strategy: StrategyName | None = None,
     budget_labels: LabelBudget | None = None,
     budget_currency: Money | None = None,
+    overlap_policy: Literal["fixed", "adaptive"] | None = None,
     close_batch: bool = False,
 ) -> dict[str, Any]:
     """Run the campaign's next step: collect, and when its batch is in, one full cycle.
@@ -47,8 +48,10 @@ def cycle(
     ``close_batch`` (a manual run) stops waiting for the open batch now, as its
     ``schedule.batch_timeout_seconds`` would: the cycle retrains on what was accepted,
     and late answers to the unresolved items still count. Next runs never inherit it.
+    ``overlap_policy`` overrides the campaign's ``overlap.policy`` for this run and the
+    runs it schedules (items already out keep the overlap they were sent with).
     """
-    overrides = {"batch_size": batch_size, "strategy": strategy}
+    overrides = {"batch_size": batch_size, "strategy": strategy, "overlap_policy": overlap_policy}
     overrides |= {"budget_labels": budget_labels, "budget_currency": budget_currency}
     run = open_campaign(campaign, overrides)
     with run.held() as busy:

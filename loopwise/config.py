@@ -24,6 +24,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from loopwise import strategies
+from loopwise.overlap import OverlapPolicy
 from loopwise.stopping import StoppingRules
 
 __all__ = [
@@ -33,6 +34,7 @@ __all__ = [
     "DataConfig",
     "LabelStudioConfig",
     "ModelConfig",
+    "OverlapConfig",
     "StrategyConfig",
     "load_campaign",
 ]
@@ -214,6 +216,33 @@ class BudgetConfig(_Strict):
     )
 
 
+class OverlapConfig(_Strict):
+    """How many annotators each item gets, and whether doubtful labels are asked again
+    (:mod:`loopwise.overlap`)."""
+
+    policy: Literal["fixed", "adaptive"] = Field(
+        "fixed",
+        description="fixed: annotators_per_item answers per item, more on a dispute; "
+        "adaptive: one answer, another only while the label's posterior (answers weighed "
+        "by each annotator's estimated accuracy, the model's guess as a half-weight prior) "
+        "is below target_confidence",
+    )
+    target_confidence: float = Field(
+        0.9, gt=0.0, lt=1.0, description="adaptive: the posterior an accepted label must reach"
+    )
+    model_weight: float = Field(
+        0.5, ge=0.0, le=1.0, description="adaptive: the model's weight in the prior (0: none)"
+    )
+    relabel: bool = Field(
+        False,
+        description="each cycle, score accepted labels that may be wrong against new items on "
+        "one scale and ask the most doubtful ones again instead of the weakest new picks",
+    )
+    relabel_max_share: float = Field(
+        0.5, ge=0.0, le=1.0, description="relabel: the largest share of a batch asked again"
+    )
+
+
 class LabelStudioConfig(_Strict):
     """Where annotators work."""
 
@@ -291,6 +320,7 @@ class CampaignConfig(_Strict):
     agreement_threshold: float = Field(0.66, gt=0.0, le=1.0)
     consensus: Literal["dawid_skene", "majority"] = "dawid_skene"
     max_annotations_per_item: int = Field(5, ge=1, description="disputes stop at this overlap")
+    overlap: OverlapConfig = OverlapConfig()
     budget: BudgetConfig = BudgetConfig()
     stopping: StoppingRules = StoppingRules()
     stop_set_size: int = Field(
@@ -364,6 +394,17 @@ class CampaignConfig(_Strict):
         """Expected cost of one labeled item: annotations per item × cost per annotation."""
         return self.annotators_per_item * self.budget.cost_per_annotation
 
+    def overlap_policy(self) -> OverlapPolicy:
+        """The campaign's overlap policy (``overlap`` with the annotator counts)."""
+        o = self.overlap
+        return OverlapPolicy(
+            policy=o.policy,
+            annotators=self.annotators_per_item,
+            target_confidence=o.target_confidence,
+            max_annotations=self.max_annotations_per_item,
+            model_weight=o.model_weight,
+        )
+
     def rules(self) -> StoppingRules:
         """The stopping rules with the budget filled in."""
         return self.stopping.model_copy(
@@ -378,11 +419,13 @@ class CampaignConfig(_Strict):
     def with_overrides(self, **overrides: Any) -> CampaignConfig:
         """A validated copy with the manual-run overrides (``None`` values are ignored).
 
-        Keys: ``batch_size``, ``strategy`` (a name), ``budget_labels``, ``budget_currency``.
+        Keys: ``batch_size``, ``strategy`` (a name), ``budget_labels``, ``budget_currency``,
+        ``overlap_policy`` (``fixed`` or ``adaptive``).
         """
         data = self.model_dump()
         given = {k: v for k, v in overrides.items() if v is not None}
-        unknown = set(given) - {"batch_size", "strategy", "budget_labels", "budget_currency"}
+        known = {"batch_size", "strategy", "budget_labels", "budget_currency", "overlap_policy"}
+        unknown = set(given) - known
         if unknown:
             raise ConfigError(f"unknown override(s) {sorted(unknown)}")
         if "batch_size" in given:
@@ -393,6 +436,8 @@ class CampaignConfig(_Strict):
             data["budget"]["labels"] = given["budget_labels"]
         if "budget_currency" in given:
             data["budget"]["currency"] = given["budget_currency"]
+        if "overlap_policy" in given:
+            data["overlap"] = {**data["overlap"], "policy": given["overlap_policy"]}
         try:
             return CampaignConfig.model_validate(data)
         except ValidationError as err:

@@ -123,7 +123,8 @@ def checkpointed(
 #: logged at every attempt).
 _NATURAL_IDS: Mapping[str, Callable[[Mapping[str, Any]], Any]] = {
     "annotations": lambda r: (r.get("annotation_id"), r.get("updated_at")),
-    "labels": lambda r: r.get("item_id"),
+    # A correction is a later version of the item's label (``supersedes`` the previous one).
+    "labels": lambda r: (r.get("item_id"), r.get("version") or 1),
     "dispatch": lambda r: ("sent", r.get("item_id")) if r.get("event") == "sent" else None,
     "closed": lambda r: (r.get("item_id"), r.get("cycle")),
     "review": lambda r: (r.get("item_id"), r.get("cycle"), r.get("overlap")),
@@ -135,7 +136,10 @@ class Ledgers:
     """The append-only ledgers of one Label Studio project, read from the store at most once.
 
     - ``annotations`` — every annotation version ever collected, with its status;
-    - ``labels`` — one record per accepted item, with its provenance;
+    - ``labels`` — a record per accepted item, with its provenance; a later record of the
+      item (``version`` 2, 3, …, with ``supersedes`` and ``reason``) corrects it: an
+      expert's answer, or the consensus of more answers. Nothing is ever rewritten;
+      :meth:`current_labels` is what training reads;
     - ``dispatch`` — ``intent`` before an import, ``sent`` (item → task id) after it;
     - ``closed`` — items still unresolved when their batch was closed;
     - ``review`` — items sent back for another annotation, with the reason;
@@ -222,6 +226,19 @@ class Ledgers:
     def labeled_ids(self) -> set[str]:
         """Items with an accepted label."""
         return {r["item_id"] for r in self.read("labels")}
+
+    def current_labels(self) -> dict[str, dict[str, Any]]:
+        """Item → its latest label record (the highest ``version``; corrections supersede)."""
+        out: dict[str, dict[str, Any]] = {}
+        for r in self.read("labels"):
+            held = out.get(r["item_id"])
+            if held is None or (r.get("version") or 1) > (held.get("version") or 1):
+                out[r["item_id"]] = r
+        return out
+
+    def corrections(self) -> list[dict[str, Any]]:
+        """Every label record that superseded an earlier one, in append order."""
+        return [r for r in self.read("labels") if r.get("supersedes") is not None]
 
     def dispatched_ids(self) -> list[str]:
         """Every item ever sent to the project, in dispatch order."""

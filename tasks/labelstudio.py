@@ -192,11 +192,15 @@ def _import_chunk(
     client: LabelStudio,
     ledgers: Ledgers,
     payload: list[dict[str, Any]],
-    items: list[str],
+    chunk: Sequence[Mapping[str, Any]],
     cycle: int,
 ) -> dict[str, int]:
-    """Import one chunk of tasks between an ``intent`` and its ``sent`` receipts."""
+    """Import one chunk of tasks between an ``intent`` and its ``sent`` receipts.
+
+    A receipt keeps what the item was sent with: the model's guess and its probability
+    (the prior of the adaptive overlap policy, :mod:`loopwise.overlap`)."""
     pid = ledgers.project_id
+    items = [str(b["item_id"]) for b in chunk]
     ledgers.append("dispatch", [{"event": "intent", "items": items, "cycle": cycle}])
     response = client.projects.import_tasks(id=pid, request=payload, return_task_ids=True)
     task_ids = [int(t) for t in (response.task_ids or [])]
@@ -208,11 +212,36 @@ def _import_chunk(
     ledgers.append(
         "dispatch",
         [
-            {"event": "sent", "item_id": i, "task_id": t, "cycle": cycle}
-            for i, t in zip(items, task_ids, strict=True)
+            {
+                "event": "sent",
+                "item_id": i,
+                "task_id": t,
+                "cycle": cycle,
+                "prediction_label": b.get("prediction_label"),
+                "prediction_score": b.get("prediction_score"),
+            }
+            for i, t, b in zip(items, task_ids, chunk, strict=True)
         ],
     )
     return dict(zip(items, task_ids, strict=True))
+
+
+def _set_overlap(
+    client: LabelStudio, ledgers: Ledgers, task_ids: Mapping[str, int], overlap: int
+) -> int:
+    """Give the new tasks ``overlap`` where the project's own setting differs (an import
+    takes the project's ``maximum_annotations``); an item whose overlap was raised since
+    keeps it. Returns the number of tasks updated."""
+    project = client.projects.get(id=ledgers.project_id)
+    if not task_ids or (project.maximum_annotations or 1) == overlap:
+        return 0
+    raised = {r["item_id"] for r in ledgers.read("review")}
+    n = 0
+    for item, task in task_ids.items():
+        if item not in raised:
+            client.tasks.update(id=str(task), overlap=overlap)
+            n += 1
+    return n
 
 
 def _payload(
@@ -253,12 +282,15 @@ def dispatch_batch(
     data_kind: str = "text",
     labels: Sequence[str] | None = None,
     chunk_size: int = CHUNK,
+    overlap: int | None = None,
 ) -> dict[str, Any]:
     """Import a batch (best first) into Label Studio, never an item twice.
 
     Each element of ``batch`` holds ``item_id``, ``data`` and optionally
-    ``prediction_label``, ``prediction_score`` and ``query_score``. Returns a receipt:
-    counts of created and already-present items and the item → task id map.
+    ``prediction_label``, ``prediction_score`` and ``query_score``. ``overlap`` (the
+    overlap policy's initial number of annotators) is set on the batch's tasks where the
+    project asks for another number. Returns a receipt: counts of created and
+    already-present items and the item → task id map.
     """
     client = target.client()
     sent = _reconciled_receipts(client, ledgers, cycle)
@@ -268,9 +300,13 @@ def dispatch_batch(
     for start in range(0, len(todo), chunk_size):
         chunk = todo[start : start + chunk_size]
         payload = [_payload(b, model_version, labels, to_name) for b in chunk]
-        items = [str(b["item_id"]) for b in chunk]
-        created.update(_import_chunk(client, ledgers, payload, items, cycle))
+        created.update(_import_chunk(client, ledgers, payload, chunk, cycle))
     wanted = {str(b["item_id"]) for b in batch}
+    if overlap is not None:
+        # Every task of the batch, so that a re-run after a crash between the import and
+        # this update finishes it (setting the same overlap twice is harmless).
+        tasks = {i: t for i, t in {**sent, **created}.items() if i in wanted}
+        _set_overlap(client, ledgers, tasks, overlap)
     return {
         "project_id": ledgers.project_id,
         "cycle": cycle,

@@ -22,7 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from loopwise import consensus
+from loopwise import consensus, overlap
+from loopwise.overlap import OverlapPolicy
 from loopwise.state import now_iso
 from storage.campaign import Ledgers
 from tasks import io_task, step_task
@@ -35,7 +36,13 @@ __all__ = [
     "request_more_annotations",
 ]
 
-_NOTHING = {"accepted_new": 0, "accepted_total": 0, "disputed": {}, "annotator_accuracy": {}}
+_NOTHING = {
+    "accepted_new": 0,
+    "accepted_total": 0,
+    "corrected_new": 0,
+    "disputed": {},
+    "annotator_accuracy": {},
+}
 
 
 def _crowd_consensus(
@@ -59,22 +66,76 @@ def _crowd_consensus(
     return accepted, disputed, quality
 
 
+def _adaptive_split(
+    ledgers: Ledgers,
+    crowd: pd.DataFrame,
+    labels: Sequence[str],
+    quality: pd.Series,
+    policy: OverlapPolicy,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(accepted, disputed) by the adaptive policy: the posterior of each item's best label
+    given its answers, each annotator's estimated accuracy and the model's guess at dispatch."""
+    if crowd.empty:
+        return pd.DataFrame(columns=["label", "agreement", "confidence", "n_annotations"]), (
+            pd.DataFrame(columns=["reason"])
+        )
+    predictions = {
+        r["item_id"]: (r.get("prediction_label"), r.get("prediction_score"))
+        for r in ledgers.read("dispatch")
+        if r.get("event") == "sent"
+    }
+    accuracies = overlap.annotator_accuracies(
+        quality.to_dict(), crowd["annotator"].value_counts().to_dict()
+    )
+    answers = {
+        item: list(zip(g["annotator"], g["label"], strict=True))
+        for item, g in crowd.groupby("item_id", sort=True)
+    }
+    decisions = overlap.decide_items(policy, labels, answers, accuracies, predictions)
+    ok = {i: d for i, d in decisions.items() if d.status == "accept"}
+    accepted = pd.DataFrame(
+        {
+            "label": [d.label for d in ok.values()],
+            "agreement": [
+                sum(a == d.label for _, a in answers[i]) / d.n_answers for i, d in ok.items()
+            ],
+            "confidence": [d.confidence for d in ok.values()],
+            "n_annotations": [d.n_answers for d in ok.values()],
+        },
+        index=pd.Index(list(ok), name="item"),
+    )
+    disputed = pd.DataFrame(
+        {"reason": [d.reason for d in decisions.values() if d.status != "accept"]},
+        index=pd.Index([i for i, d in decisions.items() if d.status != "accept"], name="item"),
+    )
+    return accepted, disputed
+
+
 def _label_records(
     rows: pd.DataFrame,
     crowd: pd.DataFrame,
     decided: pd.Series,
     accepted: pd.DataFrame,
-    already: Collection[str],
+    current: Mapping[str, Mapping[str, Any]],
     *,
     cycle: int,
     method: str,
 ) -> list[dict[str, Any]]:
-    """The labels ledger records of the newly accepted items: experts' first, then the crowd's."""
+    """The labels ledger records this consensus adds: first labels of newly accepted items
+    (experts' first, then the crowd's), and corrections of accepted ones.
+
+    A correction is a new version of the item's record that ``supersedes`` the current
+    one, with its ``reason``: an expert's answer that differs from the current label, or a
+    crowd consensus that accepts another label on more answers than the current label
+    rests on (new evidence, a relabel; a re-estimate of the same answers never flips a
+    label). An expert's label is only ever corrected by an expert.
+    """
     who = rows.groupby("item_id")["annotator"].agg(list)
     task_of = rows.groupby("item_id")["task_id"].first()
     now = now_iso()
 
     def record(item: str, label: str, agreement: float, confidence: float, how: str) -> dict:
+        held = current.get(str(item))
         return {
             "item_id": str(item),
             "label": label,
@@ -86,17 +147,36 @@ def _label_records(
             "cycle": cycle,
             "method": how,
             "accepted_at": now,
+            "version": 1 if held is None else int(held.get("version") or 1) + 1,
+            "supersedes": None if held is None else int(held.get("version") or 1),
         }
 
     new = []
     for item, label in decided.items():
-        if str(item) not in already:
-            answers = crowd.loc[crowd["item_id"] == item, "label"]
-            agreement = float((answers == label).mean()) if len(answers) else 1.0
-            new.append(record(item, label, agreement, 1.0, "expert"))
+        held = current.get(str(item))
+        if held is not None and held["label"] == label:
+            continue
+        answers = crowd.loc[crowd["item_id"] == item, "label"]
+        agreement = float((answers == label).mean()) if len(answers) else 1.0
+        rec = record(item, label, agreement, 1.0, "expert")
+        if held is not None:
+            rec["reason"] = f"expert answer {label!r} over {held['method']} {held['label']!r}"
+        new.append(rec)
     for item, row in accepted.iterrows():
-        if str(item) not in already and item not in decided.index:
+        if item in decided.index:
+            continue
+        held = current.get(str(item))
+        if held is None:
             new.append(record(item, row["label"], row["agreement"], row["confidence"], method))
+            continue
+        more = int(row["n_annotations"]) > int(held.get("n_annotations") or 0)
+        if held["method"] != "expert" and held["label"] != row["label"] and more:
+            rec = record(item, row["label"], row["agreement"], row["confidence"], method)
+            rec["reason"] = (
+                f"consensus of {int(row['n_annotations'])} answers {row['label']!r} over "
+                f"{held['label']!r} (of {held.get('n_annotations')})"
+            )
+            new.append(rec)
     return new
 
 
@@ -112,13 +192,19 @@ def consensus_qc(
     min_annotations: int = 1,
     random_state: int = 0,
     experts: Collection[str] = (),
+    policy: OverlapPolicy | None = None,
 ) -> dict[str, Any]:
-    """Aggregate every accepted annotation; append newly agreed items to the labels ledger.
+    """Aggregate every accepted annotation; append newly agreed items, and corrections, to
+    the labels ledger.
 
     An answer by one of ``experts`` (Label Studio user ids) decides its item: the item is
     accepted with that label (``method: "expert"``, the latest expert answer if several),
-    whatever the annotators said. Expert answers stay out of the annotators' consensus and
-    of their accuracy estimates. An item already in the ledger is never relabeled.
+    whatever the annotators said; an earlier label of the item is superseded. Expert
+    answers stay out of the annotators' consensus and of their accuracy estimates.
+
+    With an adaptive ``policy`` (:class:`loopwise.overlap.OverlapPolicy`) an item is
+    accepted when the posterior of its best label reaches the policy's target; otherwise
+    (fixed) by ``min_agreement``, ``min_confidence`` and ``min_annotations``.
     """
     if method not in ("dawid_skene", "majority"):
         raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
@@ -137,17 +223,20 @@ def consensus_qc(
         min_confidence=min_confidence,
         min_annotations=min_annotations,
     )
-    already = ledgers.labeled_ids()
-    new = _label_records(rows, crowd, decided, accepted, already, cycle=cycle, method=method)
+    if policy is not None and policy.policy == "adaptive":
+        accepted, disputed = _adaptive_split(ledgers, crowd, labels, quality, policy)
+    current = ledgers.current_labels()
+    new = _label_records(rows, crowd, decided, accepted, current, cycle=cycle, method=method)
     ledgers.append("labels", new)
     ledgers.store.write_json(
         ledgers.document_key("quality"),
         {"cycle": cycle, "method": method, "annotator_accuracy": quality.to_dict()},
     )
-    done = already | {r["item_id"] for r in new}
+    done = set(current) | {r["item_id"] for r in new}
     return {
-        "accepted_new": len(new),
+        "accepted_new": sum(r["supersedes"] is None for r in new),
         "accepted_total": len(done),
+        "corrected_new": sum(r["supersedes"] is not None for r in new),
         "disputed": {str(i): r for i, r in disputed["reason"].items() if str(i) not in done},
         "annotator_accuracy": {str(k): float(v) for k, v in quality.items()},
     }

@@ -38,10 +38,13 @@ def advance_open_batch(
         min_annotations=cfg.annotators_per_item,
         random_state=cfg.seed,
         experts=run.experts(),
+        policy=cfg.overlap_policy(),
     )
     if run.state.stage != Stage.WAITING:
         return qc, None
     progress = _progress(run, qc)
+    if qc.get("corrected_new"):
+        print(f"cycle {run.state.cycle}: {qc['corrected_new']} accepted label(s) corrected")
     print(
         f"cycle {run.state.cycle}: batch {progress['done']}/{progress['total']} resolved "
         f"({len(progress['review'])} to expert review, {len(progress['more'])} sent back); "
@@ -68,7 +71,7 @@ def _progress(run: CampaignRun, qc: dict[str, Any]) -> dict[str, Any]:
         run.state.open_batch or [],
         accepted=ledgers.labeled_ids(),
         answers=ledgers.answers_per_item(),
-        annotators_per_item=cfg.annotators_per_item,
+        annotators_per_item=cfg.overlap_policy().initial,
         max_annotations=cfg.max_annotations_per_item,
     )
     if progress["more"]:

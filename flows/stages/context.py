@@ -94,7 +94,7 @@ class CampaignRun:
                 cfg.project_title,
                 cfg.labels,
                 data_kind=cfg.data.kind,
-                overlap=cfg.annotators_per_item,
+                overlap=cfg.overlap_policy().initial,
             )
             self.target = self.target.for_project(pid)
             self._ledgers = Ledgers(self.store, pid)

@@ -34,6 +34,7 @@ def dispatch_and_schedule(
             model_version=model_version,
             data_kind=cfg.data.kind,
             labels=cfg.labels,
+            overlap=cfg.overlap_policy().initial,
         )
         publish_batch(cfg, k, selected["batch"])
         sent.append(receipt)

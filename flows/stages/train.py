@@ -49,7 +49,7 @@ def train_and_log(
     text = cfg.data.text_column
     record_pool_edits(run.ledgers(), k, [data.pool, data.holdout], records, text)
     snap = (checkpoint(store, k, Stage.TRAINED) or {}).get("snapshot") or labeled_snapshot(
-        store, k, data.pool, run.ledgers().read("labels"), records, text
+        store, k, data.pool, list(run.ledgers().current_labels().values()), records, text
     )
     snapshot = store.read_parquet(snap["key"])
     X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, data.holdout, data.pool)
