@@ -35,6 +35,7 @@ __all__ = [
     "POLICIES",
     "ItemDecision",
     "OverlapPolicy",
+    "accepted_doubt",
     "annotator_accuracies",
     "decide_items",
     "label_posterior",
@@ -347,4 +348,46 @@ def decide_items(
         out[item] = policy.decide(
             classes, labels, acc, prediction=predictions.get(item, (None, None))
         )
+    return out
+
+
+def accepted_doubt(
+    classes: Sequence[Hashable],
+    current: Mapping[Hashable, Hashable],
+    answers: Mapping[Hashable, Sequence[tuple[Hashable, Hashable]]],
+    accuracies: Mapping[Hashable, float],
+    predictions: Mapping[Hashable, tuple[Hashable | None, float | None]],
+    *,
+    model_weight: float = 0.5,
+    max_annotations: int = 5,
+) -> dict[Hashable, float]:
+    """The probability that each accepted label is wrong, for :func:`relabel_or_new`.
+
+    1 − the posterior of the item's current label given its answers, the annotators'
+    accuracies and the *current* model's guess (which may have learned better since the
+    label was accepted). Items with ``max_annotations`` answers already, or without
+    answers (an expert's label), are left out: they cannot be asked again.
+
+    Parameters
+    ----------
+    current : mapping
+        Item → its accepted label.
+    answers : mapping
+        Item → its answers as (annotator, label) pairs.
+    accuracies, predictions
+        As in :func:`decide_items`.
+    """
+    out = {}
+    for item, label in current.items():
+        pairs = answers.get(item) or []
+        if not pairs or len(pairs) >= max_annotations or label not in list(classes):
+            continue
+        prior = model_prior(classes, *predictions.get(item, (None, None)), weight=model_weight)
+        post = label_posterior(
+            prior,
+            [lab for _, lab in pairs],
+            [accuracies.get(who, DEFAULT_ACCURACY) for who, _ in pairs],
+            classes,
+        )
+        out[item] = float(1.0 - post[list(classes).index(label)])
     return out

@@ -33,6 +33,7 @@ __all__ = [
     "close_open_batch",
     "consensus_qc",
     "plan_adaptive_overlap",
+    "plan_relabels",
     "request_more_annotations",
 ]
 
@@ -239,6 +240,65 @@ def consensus_qc(
         "corrected_new": sum(r["supersedes"] is not None for r in new),
         "disputed": {str(i): r for i, r in disputed["reason"].items() if str(i) not in done},
         "annotator_accuracy": {str(k): float(v) for k, v in quality.items()},
+    }
+
+
+@step_task
+def plan_relabels(
+    ledgers: Ledgers,
+    labels: Sequence[str],
+    batch: Sequence[Mapping[str, Any]],
+    model: Any,
+    snapshot: pd.DataFrame,
+    X_labeled: Any,
+    policy: OverlapPolicy,
+    *,
+    max_share: float = 0.5,
+) -> dict[str, Any]:
+    """Relabel or new: which accepted labels get one more answer instead of the weakest new
+    picks of ``batch`` (:func:`loopwise.overlap.relabel_or_new`).
+
+    Returns ``{"batch": the batch without the new picks given up (control rows kept),
+    "relabel": [{"item_id", "p_wrong"}, ...]}``. Expert labels are never asked again.
+    """
+    current = {
+        i: r["label"] for i, r in ledgers.current_labels().items() if r.get("method") != "expert"
+    }
+    rows = pd.DataFrame(ledgers.annotations(["accepted"]))
+    if not current or rows.empty or model is None or len(snapshot) == 0:
+        return {"batch": list(batch), "relabel": []}
+    answers = {
+        i: list(zip(g["annotator"], g["label"], strict=True)) for i, g in rows.groupby("item_id")
+    }
+    quality = ledgers.store.read_json(ledgers.document_key("quality"), {}) or {}
+    accuracies = overlap.annotator_accuracies(
+        quality.get("annotator_accuracy") or {}, rows["annotator"].value_counts().to_dict()
+    )
+    proba = model.predict_proba(X_labeled)
+    classes = [str(c) for c in model.classes_]
+    predictions = {
+        str(item): (classes[int(p.argmax())], float(p.max()))
+        for item, p in zip(snapshot["item_id"], proba, strict=True)
+    }
+    doubt = overlap.accepted_doubt(
+        labels,
+        current,
+        answers,
+        accuracies,
+        predictions,
+        model_weight=policy.model_weight,
+        max_annotations=policy.max_annotations,
+    )
+    picks = [b for b in batch if not b.get("control")]
+    new_wrong = [
+        1.0 - (b["prediction_score"] if b.get("prediction_score") is not None else 1 / len(labels))
+        for b in picks
+    ]
+    n_new, relabel = overlap.relabel_or_new(new_wrong, doubt, len(picks), max_share=max_share)
+    dropped = {str(b["item_id"]) for b in picks[n_new:]}
+    return {
+        "batch": [b for b in batch if str(b["item_id"]) not in dropped],
+        "relabel": [{"item_id": str(i), "p_wrong": round(doubt[i], 4)} for i in relabel],
     }
 
 

@@ -9,6 +9,7 @@ from flows.stages.context import CampaignRun
 from loopwise.state import Stage, now_iso
 from storage.campaign import checkpointed
 from tasks.labelstudio import dispatch_batch
+from tasks.qc import request_more_annotations
 from tasks.report import publish_batch, publish_summary
 from tasks.schedule import schedule_next_run
 
@@ -36,6 +37,17 @@ def dispatch_and_schedule(
             labels=cfg.labels,
             overlap=cfg.overlap_policy().initial,
         )
+        relabel = selected.get("relabel") or []
+        if relabel:
+            asked = request_more_annotations(
+                run.target,
+                ledgers,
+                [r["item_id"] for r in relabel],
+                reasons={r["item_id"]: f"relabel: P(label wrong) {r['p_wrong']}" for r in relabel},
+                cycle=k,
+                max_annotations=cfg.max_annotations_per_item,
+            )
+            receipt = {**receipt, "relabeled": len(asked)}
         publish_batch(cfg, k, selected["batch"])
         sent.append(receipt)
         return receipt
@@ -46,6 +58,11 @@ def dispatch_and_schedule(
         print(
             f"cycle {k}: dispatched {receipt['created']} new task(s) "
             f"({receipt['already_dispatched']} already there) with {selected['strategy']}"
+            + (
+                f"; {receipt['relabeled']} accepted label(s) asked again"
+                if receipt.get("relabeled")
+                else ""
+            )
         )
     else:  # a re-run: this run sent nothing
         print(f"cycle {k}: the batch of {len(items)} was already dispatched; nothing sent")

@@ -13,6 +13,7 @@ from loopwise.batch import BatchPlan, batch_records, compose_batch, plan_batch
 from loopwise.features import model_inputs, text_space
 from loopwise.state import Stage
 from storage.campaign import checkpointed
+from tasks.qc import plan_relabels
 from tasks.score import select_batch, select_without_model
 
 __all__ = ["select_cold_start", "select_next_batch"]
@@ -35,7 +36,19 @@ def select_next_batch(
             one_class=trained.one_class,
         )
         labeled = (trained.X_labeled, trained.snapshot["label"].to_numpy())
-        return _compose(run, data, plan, trained.X_pool, trained.model, labeled)
+        selected = _compose(run, data, plan, trained.X_pool, trained.model, labeled)
+        if cfg.overlap.relabel and plan.needs_model:
+            selected |= plan_relabels(
+                run.ledgers(),
+                cfg.labels,
+                selected["batch"],
+                trained.model,
+                trained.snapshot,
+                trained.X_labeled,
+                cfg.overlap_policy(),
+                max_share=cfg.overlap.relabel_max_share,
+            )
+        return selected
 
     return _once(run, make)
 
