@@ -104,9 +104,9 @@ def _assign(
     for t in sorted(tasks, key=lambda t: t["id"]):
         done = {_annotator_id(a) for a in t.get("annotations", [])}
         free = [i for i, p in enumerate(profiles) if user_ids[p.name] not in done]
-        target = (
-            overlap if overlap is not None else max(default_overlap, int(t.get("overlap") or 1))
-        )
+        # The task's own overlap is what Label Studio serves it to: the project's setting
+        # at import, raised per task (disputes, adaptive overlap) or lowered (adaptive).
+        target = overlap if overlap is not None else int(t.get("overlap") or default_overlap)
         need = max(0, target - len(t.get("annotations", [])))
         if need > len(free):
             starved.append(_item_of(t))
@@ -180,8 +180,9 @@ def simulate_annotators(
 ) -> dict[str, Any]:
     """Annotate every task of the project (or of ``items``) up to ``overlap`` annotations.
 
-    ``overlap`` defaults to each task's own overlap (raised by adaptive overlap and
-    dispute review) or the project's annotators per task, whichever is larger. Each task gets
+    ``overlap`` defaults to each task's own overlap (set at import from the project's
+    annotators per task, then changed per task by the overlap policy and dispute review,
+    as Label Studio serves it). Each task gets
     annotators who have not seen it yet, in a seeded order; answers are drawn
     before anything is posted, so the same seed gives the same annotations.
     Returns counts: annotations posted, skips, and per annotator.

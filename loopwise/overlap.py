@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
+import pandas as pd
 
 from loopwise._validation import check_n
 
@@ -40,6 +41,7 @@ __all__ = [
     "decide_items",
     "label_posterior",
     "model_prior",
+    "overlapping",
     "relabel_or_new",
 ]
 
@@ -288,6 +290,15 @@ def relabel_or_new(
         else:
             break
     return n_new, taken
+
+
+def overlapping(answers: pd.DataFrame, item: str = "item_id") -> pd.DataFrame:
+    """The answers on items with two or more of them: the only ones that tell an
+    annotator's accuracy (on an item answered once, any consensus method can only agree
+    with the answer, so single answers would make every annotator look infallible)."""
+    if answers.empty:
+        return answers
+    return answers.loc[answers.groupby(item)[item].transform("size") >= 2]
 
 
 def annotator_accuracies(

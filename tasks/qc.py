@@ -71,8 +71,9 @@ def _adaptive_split(
     ledgers: Ledgers,
     crowd: pd.DataFrame,
     labels: Sequence[str],
-    quality: pd.Series,
+    method: str,
     policy: OverlapPolicy,
+    random_state: int,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(accepted, disputed) by the adaptive policy: the posterior of each item's best label
     given its answers, each annotator's estimated accuracy and the model's guess at dispatch."""
@@ -85,9 +86,7 @@ def _adaptive_split(
         for r in ledgers.read("dispatch")
         if r.get("event") == "sent"
     }
-    accuracies = overlap.annotator_accuracies(
-        quality.to_dict(), crowd["annotator"].value_counts().to_dict()
-    )
+    accuracies = _accuracies(crowd, labels, method, random_state)
     answers = {
         item: list(zip(g["annotator"], g["label"], strict=True))
         for item, g in crowd.groupby("item_id", sort=True)
@@ -110,6 +109,20 @@ def _adaptive_split(
         index=pd.Index([i for i, d in decisions.items() if d.status != "accept"], name="item"),
     )
     return accepted, disputed
+
+
+def _accuracies(
+    crowd: pd.DataFrame, labels: Sequence[str], method: str, random_state: int
+) -> dict[Any, float]:
+    """Each annotator's accuracy for the posterior: the consensus estimate on the items
+    answered more than once, shrunk towards the default by how many of them there are."""
+    multi = overlap.overlapping(crowd)
+    if multi.empty:
+        return {}
+    quality = _crowd_consensus(multi, labels, method, random_state)[2]
+    return overlap.annotator_accuracies(
+        quality.to_dict(), multi["annotator"].value_counts().to_dict()
+    )
 
 
 def _label_records(
@@ -225,7 +238,9 @@ def consensus_qc(
         min_annotations=min_annotations,
     )
     if policy is not None and policy.policy == "adaptive":
-        accepted, disputed = _adaptive_split(ledgers, crowd, labels, quality, policy)
+        accepted, disputed = _adaptive_split(ledgers, crowd, labels, method, policy, random_state)
+        # Most items have one answer: only those with more tell an annotator's accuracy.
+        quality = _crowd_consensus(overlap.overlapping(crowd), labels, method, random_state)[2]
     current = ledgers.current_labels()
     new = _label_records(rows, crowd, decided, accepted, current, cycle=cycle, method=method)
     ledgers.append("labels", new)
@@ -254,6 +269,8 @@ def plan_relabels(
     policy: OverlapPolicy,
     *,
     max_share: float = 0.5,
+    method: str = "dawid_skene",
+    random_state: int = 0,
 ) -> dict[str, Any]:
     """Relabel or new: which accepted labels get one more answer instead of the weakest new
     picks of ``batch`` (:func:`loopwise.overlap.relabel_or_new`).
@@ -270,10 +287,8 @@ def plan_relabels(
     answers = {
         i: list(zip(g["annotator"], g["label"], strict=True)) for i, g in rows.groupby("item_id")
     }
-    quality = ledgers.store.read_json(ledgers.document_key("quality"), {}) or {}
-    accuracies = overlap.annotator_accuracies(
-        quality.get("annotator_accuracy") or {}, rows["annotator"].value_counts().to_dict()
-    )
+    crowd = rows.loc[rows["item_id"].isin(set(current))]
+    accuracies = _accuracies(crowd, labels, method, random_state)
     proba = model.predict_proba(X_labeled)
     classes = [str(c) for c in model.classes_]
     predictions = {

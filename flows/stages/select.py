@@ -47,6 +47,8 @@ def select_next_batch(
                 trained.X_labeled,
                 cfg.overlap_policy(),
                 max_share=cfg.overlap.relabel_max_share,
+                method=cfg.consensus,
+                random_state=cfg.seed,
             )
         return selected
 

@@ -104,7 +104,8 @@ def test_adaptive_accepts_on_the_posterior_and_holds_doubtful_items(tmp_path):
     # i1: the answer agrees with a sure model; i2: it disagrees; i3: no model guess
     assert set(labels) == {"i1"} and labels["i1"]["confidence"] >= 0.8
     assert set(out["disputed"]) == {"i2", "i3"}
-    assert "posterior" in out["disputed"]["i2"]
+    assert "no annotator gave the likeliest label 'b'" in out["disputed"]["i2"]
+    assert "posterior" in out["disputed"]["i3"]
 
 
 def test_fixed_policy_needs_its_annotators(tmp_path):
