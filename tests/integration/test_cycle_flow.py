@@ -27,6 +27,7 @@ import yaml
 from sklearn.datasets import make_classification
 
 from devstack.annotators import AnnotatorProfile, simulate_annotators
+from storage.campaign import Ledgers
 from storage.store import Store
 
 pytestmark = pytest.mark.integration
@@ -1357,3 +1358,98 @@ def _review_artifact(name: str) -> list[dict]:
     assert arts, f"no {name}-review artifact"
     data = max(arts, key=lambda a: a.created).data
     return json.loads(data) if isinstance(data, str) else data
+
+
+# ---------------------------------------------------------------------------------------------
+# The adaptive overlap policy with relabels, through the cycle flow: one annotator per item to
+# start, another only where the label is in doubt, doubtful accepted labels asked again.
+
+
+@pytest.fixture(scope="module")
+def adaptive(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[dict[str, Any]]:
+    from flows.cycle import cycle
+    from loopwise.config import load_campaign
+
+    tmp = tmp_path_factory.mktemp("adaptive")
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
+        name = f"adaptivetest-{next(_names)}"
+        campaign = _write_campaign(
+            tmp,
+            label_studio,
+            name=name,
+            max_annotations_per_item=3,
+            overlap={"policy": "adaptive", "relabel": True, "relabel_max_share": 0.5},
+            budget={"labels": 80, "cost_per_annotation": 0.1},
+        )
+        cfg = load_campaign(campaign)
+        store = Store(f"{cfg.storage_root}/{name}")
+        statuses = [cycle(campaign=str(campaign))["status"]]
+        pid = _pid(ls_client, cfg)
+        for seed in range(10):
+            _annotate(label_studio, campaign, seed)
+            statuses.append(cycle(campaign=str(campaign))["status"])
+            if statuses[-1] == "stopped":
+                break
+        tasks = list(ls_client.tasks.list(project=pid, fields="all", page_size=1000))
+        yield {
+            "cfg": cfg,
+            "statuses": statuses,
+            "project": ls_client.projects.get(id=pid),
+            "tasks": {t.data["item_id"]: t for t in tasks},
+            "n_tasks": len(tasks),
+            "labels": store.read_jsonl(f"labels/{pid}.jsonl"),
+            "annotations": Ledgers(store, pid).annotations(["accepted"]),
+            "review": store.read_jsonl(f"review/{pid}.jsonl"),
+            "selected": [
+                store.read_json(f"cycles/{k:04d}/selected.json")
+                for k in range(20)
+                if store.exists(f"cycles/{k:04d}/selected.json")
+            ],
+        }
+
+
+def test_adaptive_campaign_runs_several_cycles(adaptive):
+    assert adaptive["statuses"].count("dispatched") >= 3, adaptive["statuses"]
+
+
+def test_adaptive_project_asks_one_annotator_per_task(adaptive):
+    assert adaptive["project"].maximum_annotations == 1
+
+
+def test_adaptive_never_sends_an_item_twice(adaptive):
+    assert adaptive["n_tasks"] == len(adaptive["tasks"])
+
+
+def test_adaptive_raises_the_overlap_only_of_tasks_it_logged_a_reason_for(adaptive):
+    raised = {r["item_id"] for r in adaptive["review"]}
+    above_one = {i for i, t in adaptive["tasks"].items() if int(t.overlap) > 1}
+    assert above_one == raised
+    assert all(int(t.overlap) <= 3 for t in adaptive["tasks"].values())
+
+
+def test_adaptive_pays_fewer_answers_per_label_than_two_annotators_would(adaptive):
+    current = {r["item_id"] for r in adaptive["labels"]}
+    assert len(current) >= 40
+    answered = pd.Series([a["item_id"] for a in adaptive["annotations"]])
+    per_item = answered.value_counts()
+    assert (per_item == 1).sum() > 0 and (per_item >= 2).sum() > 0
+    assert len(answered) / len(current) < 2.0
+
+
+def test_adaptive_labels_are_answers_someone_gave(adaptive):
+    given: dict[str, set] = {}
+    for a in adaptive["annotations"]:
+        given.setdefault(a["item_id"], set()).add(a["label"])
+    assert all(r["label"] in given[r["item_id"]] for r in adaptive["labels"])
+
+
+def test_relabels_ask_accepted_items_again_and_shrink_the_new_picks(adaptive):
+    for sel in adaptive["selected"]:
+        relabel = {r["item_id"] for r in sel.get("relabel") or []}
+        assert not relabel & {b["item_id"] for b in sel["batch"]}
+        for r in sel.get("relabel") or []:
+            assert 0.0 <= r["p_wrong"] <= 1.0
+    asked = {r["item_id"] for r in adaptive["review"] if r["reason"].startswith("relabel")}
+    labeled = {r["item_id"] for r in adaptive["labels"]}
+    assert asked <= labeled
