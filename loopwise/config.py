@@ -405,13 +405,23 @@ class CampaignConfig(_Strict):
             model_weight=o.model_weight,
         )
 
-    def rules(self) -> StoppingRules:
-        """The stopping rules with the budget filled in."""
+    def rules(self, history: list[dict[str, Any]] | None = None) -> StoppingRules:
+        """The stopping rules with the budget filled in.
+
+        A label's price is ``cost_per_item`` under the fixed policy; under the adaptive one
+        the number of answers per item is not fixed, so it is what the campaign paid per
+        accepted label so far (the last ``history`` row), once there is one."""
+        per_label = self.cost_per_item
+        last = history[-1] if history else None
+        if self.overlap.policy == "adaptive":
+            per_label = self.budget.cost_per_annotation
+            if last and last.get("labels") and last.get("cost") is not None:
+                per_label = float(last["cost"]) / float(last["labels"])
         return self.stopping.model_copy(
             update={
                 "max_labels": self.budget.labels,
                 "max_cost": self.budget.currency,
-                "cost_per_label": self.cost_per_item,
+                "cost_per_label": per_label,
                 "value_per_point": self.budget.value_per_point,
             }
         )

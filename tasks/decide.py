@@ -27,7 +27,7 @@ def stopping_decision(
     budgets can stop the campaign then."""
     decision = decide(
         history_records(history),
-        cfg.rules(),
+        cfg.rules(history),
         pool_remaining=pool_remaining,
         next_batch=cfg.batch_size,
         judge_model=judge_model,

@@ -20,7 +20,7 @@ def decide(run: CampaignRun, data: PoolData, trained: Trained) -> dict[str, Any]
     """The stopping decision of this cycle, with its drift report; made again only when the
     campaign's rules changed (a manual run with a new budget)."""
     cfg, k = run.cfg, run.state.cycle
-    rules = cfg.rules().model_dump()
+    rules = cfg.rules(run.state.history).model_dump()
     rows = data.undispatched(run.ledgers().dispatched_ids())
 
     def make() -> dict[str, Any]:

@@ -456,3 +456,24 @@ def test_a_separate_holdout_file_needs_an_id_column(tmp_path):
     )
     with pytest.raises(ConfigError, match="id_column"):
         load_campaign(path)
+
+
+def test_the_overlap_policy_comes_from_the_config_and_a_manual_run():
+    cfg = minimal_config(annotators_per_item=2, max_annotations_per_item=4)
+    assert cfg.overlap.policy == "fixed"
+    assert cfg.overlap_policy().initial == 2 and cfg.overlap_policy().max_annotations == 4
+    adaptive = cfg.with_overrides(overlap_policy="adaptive")
+    assert adaptive.overlap_policy().initial == 1
+    assert adaptive.overlap.target_confidence == cfg.overlap.target_confidence
+    with pytest.raises(ConfigError, match=r"overlap\.policy"):
+        cfg.with_overrides(overlap_policy="sometimes")
+
+
+def test_under_adaptive_overlap_a_label_costs_what_was_paid_per_label_so_far():
+    budget = {"cost_per_annotation": 0.5, "value_per_point": 1.0}
+    fixed = minimal_config(annotators_per_item=2, budget=budget)
+    history = [{"cycle": 0, "labels": 40, "cost": 26.0}]
+    assert fixed.rules(history).cost_per_label == 1.0  # 2 annotators x 0.5, whatever was paid
+    adaptive = minimal_config(annotators_per_item=2, budget=budget, overlap={"policy": "adaptive"})
+    assert adaptive.rules().cost_per_label == 0.5  # no history: one answer per label
+    assert adaptive.rules(history).cost_per_label == pytest.approx(26.0 / 40)
