@@ -49,14 +49,9 @@ def _crowd_consensus(
             pd.Series(dtype=float),
         )
     table = crowd.rename(columns={"item_id": "item"})[["item", "annotator", "label"]]
-    quality = pd.Series(dtype=float)
-    if method == "dawid_skene":
-        result = consensus.dawid_skene(table, labels=labels, random_state=random_state)
-        per_item, quality = result.labels, result.annotator_accuracy
-    else:
-        per_item = consensus.majority_vote(table, labels=labels, random_state=random_state)
-    accepted, disputed = consensus.accept(per_item, **accept)
-    return accepted, disputed, quality
+    result = consensus.aggregate(table, method=method, labels=labels, random_state=random_state)
+    accepted, disputed = consensus.accept(result.labels, **accept)
+    return accepted, disputed, result.annotator_accuracy
 
 
 def _label_records(
@@ -120,8 +115,8 @@ def consensus_qc(
     whatever the annotators said. Expert answers stay out of the annotators' consensus and
     of their accuracy estimates. An item already in the ledger is never relabeled.
     """
-    if method not in ("dawid_skene", "majority"):
-        raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
+    if method not in consensus.METHODS:
+        raise ValueError(f"method must be one of {consensus.METHODS}, got {method!r}")
     rows = pd.DataFrame(ledgers.annotations(["accepted"]))
     if rows.empty:
         return dict(_NOTHING)
