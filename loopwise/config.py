@@ -23,6 +23,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from loopwise import consensus as consensus_methods
 from loopwise import strategies
 from loopwise.overlap import OverlapPolicy
 from loopwise.stopping import StoppingRules
@@ -318,7 +319,9 @@ class CampaignConfig(_Strict):
     )
     annotators_per_item: int = Field(1, ge=1, le=20)
     agreement_threshold: float = Field(0.66, gt=0.0, le=1.0)
-    consensus: Literal["dawid_skene", "majority"] = "dawid_skene"
+    consensus: consensus_methods.Method = Field(
+        "dawid_skene", description="consensus method, one of loopwise.consensus.METHODS"
+    )
     max_annotations_per_item: int = Field(5, ge=1, description="disputes stop at this overlap")
     overlap: OverlapConfig = OverlapConfig()
     budget: BudgetConfig = BudgetConfig()

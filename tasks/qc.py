@@ -57,14 +57,9 @@ def _crowd_consensus(
             pd.Series(dtype=float),
         )
     table = crowd.rename(columns={"item_id": "item"})[["item", "annotator", "label"]]
-    quality = pd.Series(dtype=float)
-    if method == "dawid_skene":
-        result = consensus.dawid_skene(table, labels=labels, random_state=random_state)
-        per_item, quality = result.labels, result.annotator_accuracy
-    else:
-        per_item = consensus.majority_vote(table, labels=labels, random_state=random_state)
-    accepted, disputed = consensus.accept(per_item, **accept)
-    return accepted, disputed, quality
+    result = consensus.aggregate(table, method=method, labels=labels, random_state=random_state)
+    accepted, disputed = consensus.accept(result.labels, **accept)
+    return accepted, disputed, result.annotator_accuracy
 
 
 def _adaptive_split(
@@ -220,8 +215,8 @@ def consensus_qc(
     accepted when the posterior of its best label reaches the policy's target; otherwise
     (fixed) by ``min_agreement``, ``min_confidence`` and ``min_annotations``.
     """
-    if method not in ("dawid_skene", "majority"):
-        raise ValueError(f"method must be 'dawid_skene' or 'majority', got {method!r}")
+    if method not in consensus.METHODS:
+        raise ValueError(f"method must be one of {consensus.METHODS}, got {method!r}")
     rows = pd.DataFrame(ledgers.annotations(["accepted"]))
     if rows.empty:
         return dict(_NOTHING)
