@@ -543,7 +543,7 @@ PROFILE_KEYS = [
     ("mlflow/tracking/fluent.py", "log_input", "MLflow: log_input (dataset)"),
     ("mlflow/data", "from_pandas", "MLflow: data.from_pandas"),
     ("mlflow/tracking/fluent.py", "log_table", "MLflow: log_table"),
-    ("tasks/evaluate.py", "_maybe_promote", "MLflow: champion alias"),
+    ("tasks/evaluate.py", "_gate", "MLflow: champion gate (load champion, test, aliases)"),
     ("tasks/evaluate.py", "_find_run", "MLflow: search_runs for the cycle"),
     ("tasks/evaluate.py", "_experiment_id", "MLflow: get experiment"),
     ("tasks/evaluate.py", "_client", "MLflow: set_tracking_uri + MlflowClient"),

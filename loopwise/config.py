@@ -31,6 +31,7 @@ from loopwise.stopping import StoppingRules
 __all__ = [
     "BudgetConfig",
     "CampaignConfig",
+    "ChampionConfig",
     "ConfigError",
     "DataConfig",
     "LabelStudioConfig",
@@ -244,6 +245,23 @@ class OverlapConfig(_Strict):
     )
 
 
+class ChampionConfig(_Strict):
+    """When a new model version takes the registry's ``champion`` alias from the current one."""
+
+    test: Literal["mcnemar", "bootstrap"] = Field(
+        "mcnemar",
+        description="one-sided paired test on the holdout rows: exact McNemar on the rows only "
+        "one model gets right, or a paired bootstrap of the accuracy difference",
+    )
+    alpha: float = Field(
+        0.05,
+        gt=0.0,
+        lt=0.5,
+        description="promote only when the test's p-value is below this; else the new "
+        "version is the 'challenger'",
+    )
+
+
 class LabelStudioConfig(_Strict):
     """Where annotators work."""
 
@@ -325,6 +343,7 @@ class CampaignConfig(_Strict):
     max_annotations_per_item: int = Field(5, ge=1, description="disputes stop at this overlap")
     overlap: OverlapConfig = OverlapConfig()
     budget: BudgetConfig = BudgetConfig()
+    champion: ChampionConfig = ChampionConfig()
     stopping: StoppingRules = StoppingRules()
     stop_set_size: int = Field(
         1000, gt=0, description="fixed pool sample on which consecutive models are compared"

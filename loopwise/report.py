@@ -39,6 +39,9 @@ __all__ = [
     "annotator_table",
     "build_report",
     "control_estimates",
+    "cost_per_point",
+    "gate_summary",
+    "overlap_saving",
     "pool_edit_summary",
     "random_curve",
     "random_equivalent",
@@ -263,11 +266,18 @@ def build_report(
     pool_size: int | None = None,
     annotator_names: Mapping[str, str] | None = None,
     edits: Sequence[Mapping[str, Any]] = (),
+    gate: Mapping[str, Any] | None = None,
+    corrections: int | None = None,
 ) -> dict[str, Any]:
     """Every number of the report, as plain JSON types (``pool_size`` caps the estimates;
     ``annotator_names`` maps Label Studio user ids to names; ``edits`` is the ledger of
-    items sent to annotators that a pool edit removed or changed)."""
+    items sent to annotators that a pool edit removed or changed; ``gate`` is the latest
+    champion-gate decision, as ``tasks.evaluate.log_cycle`` returns it; ``corrections``
+    is how many labels were corrected, default: the ``labels`` records with a
+    ``supersedes``)."""
     accepted = {r["item_id"]: str(r["label"]) for r in labels}
+    if corrections is None:
+        corrections = sum(r.get("supersedes") is not None for r in labels)
     paid = sum(a.get("status") in ("accepted", "rejected") for a in annotations)
     spent = paid * cfg.budget.cost_per_annotation
     last = dict(history[-1]) if history else None
@@ -314,6 +324,10 @@ def build_report(
             _drift_row(k, d["drift"]) for k, d in sorted(decisions.items()) if d.get("drift")
         ],
         "pool_edits": pool_edit_summary(edits),
+        "corrections": int(corrections),
+        "cost_per_point": cost_per_point(history),
+        "overlap": overlap_saving(cfg, len(accepted), spent),
+        "gate": gate_summary(gate),
     }
     if last is not None:
         reach = random_equivalent(history, random_points, pool_size)
@@ -323,6 +337,74 @@ def build_report(
             out["saved_labels"] = saved
             out["saved_money"] = saved * out["cost_per_label"]
     return out
+
+
+def cost_per_point(history: Sequence[Mapping[str, Any]]) -> dict[str, Any] | None:
+    """What one point (0.01) of holdout accuracy cost, measured from the first model.
+
+    The money spent after the first model was trained, over the points of holdout
+    accuracy gained since it: the cold start's money bought the first model and is not
+    charged to the gain after it. ``value`` is None without a gain; the whole result is
+    None before a second model.
+    """
+    if len(history) < 2 or history[0].get("metric") is None or history[-1].get("metric") is None:
+        return None
+    first, last = history[0], history[-1]
+    points = 100.0 * (float(last["metric"]) - float(first["metric"]))
+    money = float(last["cost"]) - float(first["cost"])
+    return {
+        "from_cycle": first["cycle"],
+        "from_metric": float(first["metric"]),
+        "to_metric": float(last["metric"]),
+        "points": points,
+        "money": money,
+        "value": money / points if points > 0 else None,
+    }
+
+
+def overlap_saving(cfg: CampaignConfig, accepted: int, spent: float) -> dict[str, Any]:
+    """What the campaign's overlap policy saved against a fixed overlap, for the same labels.
+
+    A fixed policy buys every accepted label with ``annotators_per_item`` annotations:
+    ``accepted × annotators_per_item × cost_per_annotation``; the saving is that minus
+    the money spent (negative when the policy cost more). Only for a policy other than
+    ``fixed`` (``saved`` is None for a fixed one).
+    """
+    policy = str(getattr(getattr(cfg, "overlap", None), "policy", "fixed"))
+    fixed = accepted * cfg.annotators_per_item * cfg.budget.cost_per_annotation
+    return {
+        "policy": policy,
+        "fixed_annotators_per_item": cfg.annotators_per_item,
+        "fixed_cost": None if policy == "fixed" else fixed,
+        "saved": None if policy == "fixed" else fixed - spent,
+    }
+
+
+_GATE_KEYS = (
+    "cycle",
+    "decision",
+    "version",
+    "champion_version",
+    "challenger_version",
+    "previous_champion",
+    "fallback",
+    "test",
+    "alpha",
+    "p_value",
+    "accuracy_delta",
+    "interval",
+    "interval_level",
+    "champion_only",
+    "challenger_only",
+    "reason",
+)
+
+
+def gate_summary(gate: Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """The latest champion-gate decision's fields the report shows (missing ones None)."""
+    if not gate:
+        return None
+    return {k: gate.get(k) for k in _GATE_KEYS}
 
 
 def pool_edit_summary(edits: Sequence[Mapping[str, Any]]) -> dict[str, Any]:

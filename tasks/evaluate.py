@@ -1,26 +1,41 @@
-"""Evaluation stage: one MLflow run per cycle, the model registered, ``champion`` moved on improvement.
+"""Evaluation stage: one MLflow run per cycle, the model registered, ``champion`` moved on an
+evidenced improvement.
 
 Re-running a cycle finds its run by the ``loopwise.cycle`` tag and reuses it, so a
 crash after logging never leaves two runs for one cycle.
+
+The new version takes the ``champion`` alias only when a paired test on the holdout
+(:func:`loopwise.gating.gate`, ``champion:`` in the campaign file) says it is better than
+the current champion; otherwise it gets the ``challenger`` alias. The decision is kept
+as a tag of the version (``loopwise.gate``) before any alias moves, so a re-run applies
+the same decision instead of testing the version against itself.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from loopwise.config import CampaignConfig
+from loopwise.gating import accuracy_rule, gate
 from loopwise.plots import campaign_curve_figure, confusion_figure
 from tasks import io_task
 
-__all__ = ["CHAMPION", "log_cycle", "log_decision", "model_name"]
+__all__ = ["CHALLENGER", "CHAMPION", "log_cycle", "log_decision", "model_name"]
+
+log = logging.getLogger("loopwise.evaluate")
 
 CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: The version tag that keeps a version's gate decision (JSON).
+GATE_TAG = "loopwise.gate"
 _PIP = ["scikit-learn", "numpy", "scipy", "pandas"]
 
 
@@ -81,6 +96,8 @@ def _params(cfg: CampaignConfig, cycle: int, snapshot_uri: str) -> dict[str, Any
         "budget_labels": cfg.budget.labels,
         "budget_currency": cfg.budget.currency,
         "cost_per_annotation": cfg.budget.cost_per_annotation,
+        "champion_test": cfg.champion.test,
+        "champion_alpha": cfg.champion.alpha,
         "snapshot": snapshot_uri,
     }
 
@@ -119,15 +136,12 @@ def _log_artifacts(
     mlflow.log_table(quality, "annotator_quality.json")
 
 
-def _register(
-    mlflow: Any, client: Any, cfg: CampaignConfig, run_id: str, model: Any, accuracy: float
-):
+def _register(mlflow: Any, client: Any, cfg: CampaignConfig, run_id: str, model: Any) -> str:
     """Log the model and register one version per cycle run (a resumed run that registered
-    one already reuses it); (version, whether it became champion)."""
+    one already reuses it); the version."""
     found = client.search_model_versions(f"name='{model_name(cfg)}' and run_id='{run_id}'")
     if found:
-        version = str(min(int(v.version) for v in found))
-        return version, _maybe_promote(client, cfg, version, accuracy)
+        return str(min(int(v.version) for v in found))
     info = mlflow.sklearn.log_model(
         model,
         name="model",
@@ -135,8 +149,7 @@ def _register(
         pip_requirements=_PIP,
         skops_trusted_types=None,
     )
-    version = str(info.registered_model_version)
-    return version, _maybe_promote(client, cfg, version, accuracy)
+    return str(info.registered_model_version)
 
 
 @io_task
@@ -149,8 +162,12 @@ def log_cycle(
     snapshot: pd.DataFrame,
     snapshot_info: dict[str, Any],
     annotator_quality: dict[str, float],
+    *,
+    X_holdout: Any,
+    y_holdout: Any,
 ) -> dict[str, Any]:
-    """Log the cycle's run: params, metrics at step = labels, figures, dataset input, model.
+    """Log the cycle's run: params, metrics at step = labels, figures, dataset input, model,
+    and the champion gate (the new model against the champion on ``X_holdout, y_holdout``).
 
     Once per cycle: a run of this cycle that finished logging is found by its tags and
     its result returned; one that died halfway is resumed."""
@@ -182,12 +199,23 @@ def log_cycle(
         _log_artifacts(
             mlflow, cfg, cycle, metrics, history, snapshot, snapshot_info, annotator_quality
         )
-        version, champion = _register(mlflow, client, cfg, run_id, model, metrics["accuracy"])
+        version = _register(mlflow, client, cfg, run_id, model)
+        decision = _gate(
+            mlflow, client, cfg, version, model, metrics["accuracy"], X_holdout, y_holdout
+        )
+        mlflow.log_metrics(gate_metrics(decision), step=int(labels_used))
+        mlflow.set_tags(
+            {
+                "loopwise.gate": decision["decision"],
+                "loopwise.gate_reason": decision["reason"][:4000],
+            }
+        )
         result = {
             "run_id": run_id,
             "experiment_id": experiment_id,
             "model_version": version,
-            "champion": champion,
+            "champion": decision["decision"] in ("first", "promoted"),
+            "gate": decision,
             "run_url": _run_url(cfg, experiment_id, run_id),
         }
         mlflow.set_tags({"loopwise.result": json.dumps(result), "loopwise.logged": "true"})
@@ -224,20 +252,141 @@ def _run_url(cfg: CampaignConfig, experiment_id: str, run_id: str) -> str:
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}"
 
 
-def _maybe_promote(client: Any, cfg: CampaignConfig, version: str, accuracy: float) -> bool:
-    """Move ``champion`` to ``version`` only if it beats the current champion's accuracy."""
+def gate_metrics(decision: dict[str, Any]) -> dict[str, float]:
+    """The gate's numbers as run metrics (those the decision has)."""
+    interval = decision.get("interval") or [None, None]
+    named = {
+        "gate_p_value": decision.get("p_value"),
+        "gate_accuracy_delta": decision.get("accuracy_delta"),
+        "gate_delta_low": interval[0],
+        "gate_delta_high": interval[1],
+    }
+    return {k: float(v) for k, v in named.items() if v is not None}
+
+
+def _gate(
+    mlflow: Any,
+    client: Any,
+    cfg: CampaignConfig,
+    version: str,
+    model: Any,
+    accuracy: float,
+    X_holdout: Any,
+    y_holdout: Any,
+) -> dict[str, Any]:
+    """Decide once whether ``version`` takes ``champion`` (the decision kept as its
+    ``loopwise.gate`` tag, reused by a re-run) and set the aliases it says."""
     name = model_name(cfg)
     client.set_model_version_tag(name, version, "holdout_accuracy", f"{accuracy:.6f}")
+    kept = client.get_model_version(name, version).tags.get(GATE_TAG)
+    if kept:
+        decision = json.loads(kept)
+    else:
+        decision = _decide(mlflow, client, cfg, version, model, accuracy, X_holdout, y_holdout)
+        client.set_model_version_tag(name, version, GATE_TAG, json.dumps(decision))
+    _set_aliases(client, name, version, decision["decision"])
+    return decision
+
+
+def _decide(
+    mlflow: Any,
+    client: Any,
+    cfg: CampaignConfig,
+    version: str,
+    model: Any,
+    accuracy: float,
+    X_holdout: Any,
+    y_holdout: Any,
+) -> dict[str, Any]:
+    """The gate decision of a new version: ``first``, ``promoted`` or ``challenger``."""
+    name = model_name(cfg)
+    current = _aliases(client, name).get(CHAMPION)
+    if current is None or current == version:  # the latter: promoted before decisions were kept
+        return {
+            "decision": "first" if current is None else "promoted",
+            "version": version,
+            "champion_version": version,
+            "challenger_version": None,
+            "previous_champion": None,
+            "fallback": False,
+            "reason": f"v{version} is the first version of the model: it becomes the champion."
+            if current is None
+            else f"v{version} already holds the champion alias.",
+        }
+    y = np.asarray(y_holdout).astype(str)
     try:
-        current = client.get_model_version_by_alias(name, CHAMPION)
-    except Exception:  # no champion yet (MLflow raises RestException)
-        current = None
-    if current is not None:
-        best = float(current.tags.get("holdout_accuracy", "-inf"))
-        if accuracy <= best:
-            return False
-    client.set_registered_model_alias(name, CHAMPION, version)
-    return True
+        champion = mlflow.sklearn.load_model(f"models:/{name}@{CHAMPION}")
+        champion_pred = np.asarray(champion.predict(X_holdout)).astype(str)
+    except Exception as exc:  # artifact gone, unreadable, or the holdout's columns changed
+        log.warning(
+            "champion v%s of %s could not be loaded or could not predict the holdout (%s): "
+            "the gate falls back to comparing the recorded holdout accuracies",
+            current,
+            name,
+            _quiet(exc),
+        )
+        recorded = client.get_model_version(name, current).tags.get("holdout_accuracy")
+        test = accuracy_rule(accuracy, None if recorded is None else float(recorded))
+        test["reason"] = (
+            f"The champion v{current} could not be loaded ({type(exc).__name__}), so no "
+            f"paired test: {test['reason']}"
+        )
+        fallback = True
+    else:
+        new_pred = np.asarray(model.predict(X_holdout)).astype(str)
+        test = gate(
+            champion_pred == y,
+            new_pred == y,
+            test=cfg.champion.test,
+            alpha=cfg.champion.alpha,
+            random_state=cfg.seed,
+        )
+        fallback = False
+    promote = test.pop("promote")
+    head = (
+        f"v{version} becomes the champion over v{current}."
+        if promote
+        else f"v{version} is the challenger; v{current} stays the champion."
+    )
+    return {
+        "decision": "promoted" if promote else "challenger",
+        "version": version,
+        "champion_version": version if promote else current,
+        "challenger_version": None if promote else version,
+        "previous_champion": current,
+        "fallback": fallback,
+        **test,
+        "reason": f"{head} {test['reason']}",
+    }
+
+
+def _aliases(client: Any, name: str) -> dict[str, str]:
+    """Alias → version of the registered model."""
+    return {a: str(v) for a, v in (client.get_registered_model(name).aliases or {}).items()}
+
+
+def _set_aliases(client: Any, name: str, version: str, decision: str) -> None:
+    """Point the aliases as ``decision`` says, moving only what is not there yet: a promoted
+    version also retires an older ``challenger`` (it never faced the new champion)."""
+    aliases = _aliases(client, name)
+    if decision == "challenger":
+        if aliases.get(CHALLENGER) != version:
+            client.set_registered_model_alias(name, CHALLENGER, version)
+        return
+    if aliases.get(CHAMPION) != version:
+        client.set_registered_model_alias(name, CHAMPION, version)
+    older = aliases.get(CHALLENGER)
+    if older is not None and int(older) < int(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+
+
+_CREDENTIALS = re.compile(r"(?<=//)[^/@\s]+@")
+
+
+def _quiet(exc: BaseException) -> str:
+    """An error for the log: its type and first 300 characters, any ``user:pass@`` of a URL
+    masked (a tracking URI may carry them)."""
+    return f"{type(exc).__name__}: {_CREDENTIALS.sub('***@', str(exc))[:300]}"
 
 
 @io_task

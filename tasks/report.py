@@ -162,6 +162,7 @@ def campaign_records(store: Store) -> dict[str, Any]:
     trained = checkpoint(store, last, Stage.TRAINED) or {}
     ledgers = Ledgers(store, pid) if pid is not None else None
     quality = store.read_json(ledgers.document_key("quality"), {}) if ledgers else {}
+    gate = (trained.get("logged") or {}).get("gate")
     return {
         "state": state,
         "project_id": pid,
@@ -175,6 +176,7 @@ def campaign_records(store: Store) -> dict[str, Any]:
         "quality": (quality or {}).get("annotator_accuracy") or {},
         "run_id": (trained.get("logged") or {}).get("run_id"),
         "run_url": (trained.get("logged") or {}).get("run_url"),
+        "gate": {**gate, "cycle": last} if gate else None,
     }
 
 
@@ -201,10 +203,23 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
         f"| labels accepted | {r['labels']:,} |",
         f"| paid annotations | {r['annotations']:,} |",
         f"| money spent | {r['spent']:,.2f} |",
+        f"| cost per accepted label | {_money(r.get('cost_per_label'))} |",
+        f"| cost per point of accuracy since the first model | {_per_point(r)} |",
         f"| holdout accuracy | {metric} |",
         f"| control estimate on the pool | {control} |",
         f"| saved against random labeling | {saved} |",
     ]
+    overlap = r.get("overlap") or {}
+    if overlap.get("saved") is not None:
+        lines.append(
+            f"| saved by the `{no_html(overlap['policy'])}` overlap against a fixed "
+            f"{overlap['fixed_annotators_per_item']} per item | {overlap['saved']:,.2f} |"
+        )
+    if r.get("corrections"):
+        lines.append(f"| labels corrected | {r['corrections']:,} |")
+    gate = r.get("gate")
+    if gate:
+        lines.append(f"| champion model | {_champion_line(gate)} |")
     if r.get("strategy"):
         lines.append(
             f"| strategy | `{r['strategy']['name']}`: {no_html(r['strategy']['summary'])} |"
@@ -224,6 +239,34 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
         ]
     lines += ["", f"The whole report (figures, annotators, drift): `{where}`"]
     return "\n".join(lines)
+
+
+def _money(v: float | None) -> str:
+    return "—" if v is None else f"{v:,.2f}"
+
+
+def _per_point(r: dict[str, Any]) -> str:
+    cpp = r.get("cost_per_point")
+    if not cpp:
+        return "—"
+    if cpp["value"] is None:
+        return f"no gain ({cpp['from_metric']:.4f} → {cpp['to_metric']:.4f})"
+    return f"{cpp['value']:,.2f} ({cpp['money']:,.2f} for {cpp['points']:.2f} points)"
+
+
+def _champion_line(gate: dict[str, Any]) -> str:
+    """The latest gate decision in one table cell."""
+    champ = f"v{gate.get('champion_version')}"
+    if gate.get("challenger_version"):
+        champ += f", challenger v{gate['challenger_version']}"
+    numbers = []
+    if gate.get("p_value") is not None:
+        numbers.append(f"p = {gate['p_value']:.3g}")
+    if gate.get("interval"):
+        low, high = gate["interval"]
+        numbers.append(f"Δ {100 * low:+.2f} to {100 * high:+.2f} points")
+    tail = f" ({'; '.join(numbers)})" if numbers else ""
+    return f"{champ}{tail}: {no_html(gate.get('reason') or '')}"
 
 
 @step_task
@@ -272,6 +315,7 @@ def write_report(
         pool_size=len(pool),
         annotator_names=annotator_names(cfg),
         edits=rec["edits"],
+        gate=rec["gate"],
     )
     links = {}
     if rec["run_url"]:

@@ -30,7 +30,7 @@ class Trained:
     X_labeled: Any
     X_pool: Any
     row: dict[str, Any]  # the cycle's learning-curve row
-    logged: dict[str, Any]  # run id and url, model version, champion
+    logged: dict[str, Any]  # run id and url, model version, champion, gate decision
 
     @property
     def one_class(self) -> str | None:
@@ -66,10 +66,17 @@ def train_and_log(
     row, logged = done["row"], done["logged"]
     print(
         f"cycle {k}: {row['labels']} labels, cost {row['cost']:.2f}, holdout accuracy "
-        f"{row['metric']:.4f} (model v{logged['model_version']}"
-        f"{', new champion' if logged['champion'] else ''})"
+        f"{row['metric']:.4f} (model v{logged['model_version']}{_standing(logged)})"
     )
     return Trained(k, model, snapshot, X_lab, X_pool, row, logged)
+
+
+def _standing(logged: dict[str, Any]) -> str:
+    """What the champion gate made of the cycle's model, for the run's printout."""
+    gate = logged.get("gate") or {}
+    if gate.get("decision") == "challenger":
+        return f", challenger: champion stays v{gate['champion_version']}"
+    return ", new champion" if logged["champion"] else ""
 
 
 def _evaluate_and_log(
@@ -101,7 +108,18 @@ def _evaluate_and_log(
         "kappa": metrics["kappa"],
     }
     history = [*run.state.history_before(k), row]
-    logged = log_cycle(cfg, k, model, metrics, history, snapshot, snap, annotator_accuracy)
+    logged = log_cycle(
+        cfg,
+        k,
+        model,
+        metrics,
+        history,
+        snapshot,
+        snap,
+        annotator_accuracy,
+        X_holdout=X_hold,
+        y_holdout=y_hold,
+    )
     return {
         "snapshot": snap,
         "metrics": {m: v for m, v in metrics.items() if m != "stop_predictions"},

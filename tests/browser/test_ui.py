@@ -221,7 +221,7 @@ def test_mlflow_ui(campaign, page) -> None:
     )
     _shot(page, "mlflow-figure.png")
 
-    # The registered model and its champion alias on the best version.
+    # The registered model and its champion alias (on the version the gate last promoted).
     model = f"loopwise-{cfg.name}"
     champion = api_json(
         f"{api}/registered-models/alias?name={urllib.parse.quote(model)}&alias=champion"

@@ -121,3 +121,47 @@ def test_a_label_name_with_html_reaches_no_artifact_as_html(cfg):
             "model_confidence": 0.5,
         }
     ]
+
+
+# --- report_markdown ------------------------------------------------------------------------
+
+
+def test_the_report_artifact_has_the_money_and_the_champion_gate(cfg):
+    from loopwise import report as rp
+    from tasks.report import report_markdown
+
+    history = [
+        {"cycle": 0, "labels": 10, "annotations": 10, "cost": 0.0, "metric": 0.5},
+        {"cycle": 1, "labels": 20, "annotations": 20, "cost": 0.0, "metric": 0.7},
+    ]
+    gate = {
+        "decision": "promoted",
+        "champion_version": "2",
+        "challenger_version": None,
+        "p_value": 0.001,
+        "interval": [0.05, 0.3],
+        "reason": "v2 becomes the champion over v1. <b>",
+    }
+    labels = [
+        {"item_id": f"i{i}", "label": "a", "supersedes": "x" if i < 2 else None} for i in range(20)
+    ]
+    r = rp.build_report(
+        cfg,
+        history=history,
+        batches={},
+        labels=labels,
+        annotations=[],
+        decisions={},
+        random_points=[],
+        gate=gate,
+    )
+    text = report_markdown(cfg, r, "reports/report.html")
+    assert "| cost per accepted label | 0.00 |" in text
+    assert (
+        "| cost per point of accuracy since the first model | 0.00 (0.00 for 20.00 points) |"
+        in text
+    )
+    assert "| labels corrected | 2 |" in text
+    assert "| champion model | v2 (p = 0.001; Δ +5.00 to +30.00 points): v2 becomes" in text
+    assert "<b>" not in text
+    assert "overlap" not in text  # a fixed policy: no saving to show

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from pydantic import BaseModel
 
 from loopwise import report as rp
 from loopwise import strategies
@@ -262,3 +263,133 @@ def test_random_curve_with_one_class_seen_predicts_that_class():
     ]
     (pt,) = rp.random_curve(_cfg(), pool, holdout, batches, labels, cycles=[1])
     assert pt == {"cycle": 1, "labels": 2, "accuracy": 0.5}
+
+
+# --- money and the champion gate ---------------------------------------------------------------
+
+
+class _Overlap(BaseModel):
+    """Stands in for the campaign's coming ``overlap:`` section."""
+
+    policy: str = "adaptive"
+
+
+class _AdaptiveCampaign(CampaignConfig):
+    overlap: _Overlap = _Overlap()
+
+
+_HISTORY = [
+    {"cycle": 0, "labels": 10, "annotations": 12, "cost": 6.0, "metric": 0.5},
+    {"cycle": 1, "labels": 20, "annotations": 23, "cost": 11.5, "metric": 0.62},
+    {"cycle": 2, "labels": 30, "annotations": 33, "cost": 16.5, "metric": 0.8},
+]
+_GATE = {
+    "decision": "challenger",
+    "version": "3",
+    "champion_version": "2",
+    "challenger_version": "3",
+    "previous_champion": "2",
+    "fallback": False,
+    "test": "mcnemar",
+    "alpha": 0.05,
+    "p_value": 0.25,
+    "accuracy_delta": 0.02,
+    "interval": [0.0, 0.04],
+    "interval_level": 0.9,
+    "champion_only": 0,
+    "challenger_only": 2,
+    "reason": "v3 is the challenger; v2 stays the champion. <noise>",
+    "cycle": 2,
+}
+
+
+def _money_report(cfg, **extra):
+    labels = [{"item_id": f"i{i}", "label": "a", "cycle": 0} for i in range(30)]
+    labels += [
+        {"item_id": "i3", "label": "b", "cycle": 2, "supersedes": "i3@0"},
+        {"item_id": "i4", "label": "b", "cycle": 2, "supersedes": "i4@0"},
+        {"item_id": "i5", "label": "a", "cycle": 2, "supersedes": None},
+    ]
+    annotations = [
+        {"annotation_id": i, "item_id": f"i{i % 30}", "annotator": "ann", "label": "a"}
+        | {"status": "accepted"}
+        for i in range(33)
+    ]
+    return rp.build_report(
+        cfg,
+        history=_HISTORY,
+        batches={},
+        labels=labels,
+        annotations=annotations,
+        decisions={},
+        random_points=[],
+        **extra,
+    )
+
+
+def test_cost_per_label_and_per_point_since_the_first_model():
+    r = _money_report(_cfg())
+    assert r["spent"] == 16.5 and r["labels"] == 30
+    assert r["cost_per_label"] == pytest.approx(16.5 / 30)
+    cpp = r["cost_per_point"]
+    # 10.5 spent after the first model (16.5 - 6.0) bought 30 points (0.50 -> 0.80).
+    assert cpp["money"] == pytest.approx(10.5) and cpp["points"] == pytest.approx(30.0)
+    assert cpp["value"] == pytest.approx(0.35) and cpp["from_cycle"] == 0
+    assert rp.cost_per_point(_HISTORY[:1]) is None
+    flat = [dict(_HISTORY[0]), {**_HISTORY[1], "metric": 0.5}]
+    assert rp.cost_per_point(flat)["value"] is None
+    page = rp.render_html(r, {})
+    assert "Cost per point of holdout accuracy: <b>0.35</b>" in page
+    assert "Cost per accepted label: <b>0.550</b>" in page
+
+
+def test_the_overlap_saving_is_shown_only_for_a_policy_other_than_fixed():
+    fixed = _money_report(_cfg(annotators_per_item=3))
+    assert fixed["overlap"]["policy"] == "fixed" and fixed["overlap"]["saved"] is None
+    assert "Overlap policy" not in rp.render_html(fixed, {})
+
+    adaptive = _AdaptiveCampaign(
+        name="rep",
+        data={"source": "x.csv", "label_column": "y"},
+        labels=["a", "b", "c"],
+        budget={"cost_per_annotation": 0.5},
+        annotators_per_item=3,
+    )
+    r = _money_report(adaptive)
+    # A fixed 3 per item: 30 labels x 3 x 0.5 = 45.00, against 16.50 spent.
+    assert r["overlap"] == {
+        "policy": "adaptive",
+        "fixed_annotators_per_item": 3,
+        "fixed_cost": pytest.approx(45.0),
+        "saved": pytest.approx(28.5),
+    }
+    page = rp.render_html(r, {})
+    assert "Overlap policy <b>adaptive</b>" in page and "saved <b>28.50</b>" in page
+
+
+def test_corrections_are_counted_from_the_ledger_or_taken_as_given():
+    assert _money_report(_cfg())["corrections"] == 2
+    r = _money_report(_cfg(), corrections=7)
+    assert r["corrections"] == 7
+    assert "after they were accepted: <b>7</b>" in rp.render_html(r, {})
+
+
+def test_the_latest_gate_decision_is_in_the_report_and_its_page():
+    r = _money_report(_cfg(), gate=_GATE)
+    g = r["gate"]
+    assert (g["champion_version"], g["challenger_version"], g["decision"]) == (
+        "2",
+        "3",
+        "challenger",
+    )
+    assert g["p_value"] == 0.25 and g["interval"] == [0.0, 0.04]
+    page = rp.render_html(r, {})
+    assert "<b>champion v2</b>, <b>challenger v3</b>" in page
+    assert "p = 0.25" in page and "90% interval +0.00 to +4.00" in page
+    assert "&lt;noise&gt;" in page and "<noise>" not in page
+    assert _money_report(_cfg())["gate"] is None
+    assert "No model version has been compared" in rp.render_html(_money_report(_cfg()), {})
+    first = _money_report(
+        _cfg(), gate={"decision": "first", "champion_version": "1", "reason": "x"}
+    )
+    assert "<b>champion v1</b> (decision: first)" in rp.render_html(first, {})
