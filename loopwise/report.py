@@ -370,7 +370,7 @@ def overlap_saving(cfg: CampaignConfig, accepted: int, spent: float) -> dict[str
     the money spent (negative when the policy cost more). Only for a policy other than
     ``fixed`` (``saved`` is None for a fixed one).
     """
-    policy = str(getattr(getattr(cfg, "overlap", None), "policy", "fixed"))
+    policy = cfg.overlap.policy
     fixed = accepted * cfg.annotators_per_item * cfg.budget.cost_per_annotation
     return {
         "policy": policy,

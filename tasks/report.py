@@ -316,6 +316,7 @@ def write_report(
         annotator_names=annotator_names(cfg),
         edits=rec["edits"],
         gate=rec["gate"],
+        corrections=rec["corrections"],
     )
     links = {}
     if rec["run_url"]:
