@@ -73,12 +73,13 @@ if not __package__:  # run as a script: this checkout's loopwise, not the venv's
 from loopwise import consensus, datasets, strategies  # noqa: E402
 from loopwise.annotators import AnnotatorProfile, draw_answers  # noqa: E402
 from loopwise.overlap import (  # noqa: E402
-    DEFAULT_ACCURACY,
     OverlapPolicy,
+    accepted_gain,
     annotator_accuracies,
     decide_items,
-    label_posterior,
-    model_prior,
+    new_item_value,
+    overlapping,
+    pool_accuracy,
     relabel_or_new,
 )
 from loopwise.simulate import default_model  # noqa: E402
@@ -106,7 +107,7 @@ ARMS = ("fixed-1", "fixed-2", "adaptive", "adaptive+relabel")
 #: Sensitivity arms, not candidates: adaptive with a lower target posterior
 #: (``adaptive@T``). They are measured against the target the issue's arms set and
 #: never move it.
-WHAT_IF = ("adaptive@0.8", "adaptive@0.7")
+WHAT_IF: tuple[str, ...] = ()
 FIXED = ("fixed-1", "fixed-2")
 #: The candidate default policy the target is checked on.
 DEFAULT_ARM = "adaptive"
@@ -125,15 +126,6 @@ def aggregate(table: pd.DataFrame, labels: Sequence[int], random_state: int):
 def arm_policy(arm: str) -> tuple[OverlapPolicy, bool]:
     """The overlap policy of an arm and whether it relabels (``adaptive@T``: adaptive
     with target posterior T)."""
-    name, _, target = arm.partition("@")
-    if name == "adaptive" and target:
-        try:
-            confidence = float(target)
-        except ValueError:
-            raise ValueError(f"adaptive@T needs a number T in (0, 1), got {arm!r}") from None
-        return OverlapPolicy(
-            "adaptive", target_confidence=confidence, max_annotations=MAX_ANNOTATIONS
-        ), False
     policies = {
         "fixed-1": OverlapPolicy("fixed", annotators=1, max_annotations=MAX_ANNOTATIONS),
         "fixed-2": OverlapPolicy("fixed", annotators=2, max_annotations=MAX_ANNOTATIONS),
@@ -226,6 +218,7 @@ class _Campaign:
         self.log: list[tuple[int, int, int]] = []  # (item, annotator, label)
         self.spent = 0
         self.accuracies: dict[int, float] = {}
+        self.calibrated: dict[int, int] = {}
         self.corrections = self.fixed = self.broken = self.withdrawn = 0
 
     def ask(self, i: int) -> bool:
@@ -244,10 +237,17 @@ class _Campaign:
         return [(int(who[j]), int(answers[j])) for j in range(self.n_answers[i])]
 
     def _consensus(self):
+        """Consensus of every answer; the annotators' accuracies as the product estimates
+        them (tasks.qc): from the items answered more than once only."""
         table = pd.DataFrame(self.log, columns=["item", "annotator", "label"])
         result = aggregate(table, self.classes, self.setup.seed)
-        per_annotator = table["annotator"].value_counts().to_dict()
-        self.accuracies = annotator_accuracies(result.annotator_accuracy.to_dict(), per_annotator)
+        multi = overlapping(table, item="item")
+        self.calibrated = multi["annotator"].value_counts().to_dict()
+        self.accuracies = {}
+        if not multi.empty:
+            est = aggregate(multi, self.classes, self.setup.seed).annotator_accuracy
+            per_annotator = multi["annotator"].value_counts().to_dict()
+            self.accuracies = annotator_accuracies(est.to_dict(), per_annotator)
         return result
 
     def _decide(self, items: list[int], predictions: dict) -> dict[int, tuple[str, int | None]]:
@@ -267,6 +267,7 @@ class _Campaign:
             {i: self.pairs(i) for i in items},
             self.accuracies,
             predictions,
+            calibrated=self.calibrated,
         )
         return {
             i: (d.status, None if d.label is None else int(d.label)) for i, d in decisions.items()
@@ -298,26 +299,24 @@ class _Campaign:
         self.withdrawn += int(relabeled)
         self.status[i], self.label[i] = REVIEW, -1
 
-    def relabel_wrong(self, clf: Any, X_pool: Any) -> dict[str, float]:
-        """Accepted items that may get another answer → P(their training label is wrong)."""
+    def relabel_gain(self, clf: Any, X_pool: Any) -> dict[int, float]:
+        """Accepted items that may get another answer → what that answer buys
+        (:func:`loopwise.overlap.accepted_gain`, as tasks.qc.plan_relabels computes it)."""
         items = np.flatnonzero(
             (self.status == ACCEPTED) & (self.n_answers < self.policy.max_annotations)
         )
         if items.size == 0:
             return {}
         top, prob = _top(clf, X_pool[items])
-        out = {}
-        for i, t, p in zip(items, top, prob, strict=True):
-            pairs = self.pairs(i)
-            prior = model_prior(self.classes, int(t), float(p), weight=self.policy.model_weight)
-            post = label_posterior(
-                prior,
-                [label for _, label in pairs],
-                [self.accuracies.get(who, DEFAULT_ACCURACY) for who, _ in pairs],
-                self.classes,
-            )
-            out[str(i)] = 1.0 - float(post[self.label[i]])
-        return out
+        return accepted_gain(
+            self.classes,
+            {int(i): int(self.label[i]) for i in items},
+            {int(i): self.pairs(i) for i in items},
+            self.accuracies,
+            {int(i): (int(t), float(p)) for i, t, p in zip(items, top, prob, strict=True)},
+            model_weight=self.policy.model_weight,
+            max_annotations=self.policy.max_annotations,
+        )
 
     def record(self, cycle: int, accuracy: float) -> dict[str, Any]:
         acc = self.status == ACCEPTED
@@ -396,7 +395,9 @@ def simulate(
                 int(i): (int(t), float(p)) for i, t, p in zip(picks, top, prob, strict=True)
             }
             if run.relabels:
-                n_new, chosen = relabel_or_new(1.0 - prob, run.relabel_wrong(clf, X_pool), n)
+                value = new_item_value(pool_accuracy(run.accuracies), len(run.classes))
+                gains = run.relabel_gain(clf, X_pool)
+                n_new, chosen = relabel_or_new([value] * len(picks), gains, len(picks))
                 picks, relabel = picks[:n_new], [int(i) for i in chosen]
                 if relabel:
                     top, prob = _top(clf, X_pool[relabel])

@@ -225,12 +225,9 @@ class OverlapConfig(_Strict):
     policy: Literal["fixed", "adaptive"] = Field(
         "fixed",
         description="fixed: annotators_per_item answers per item, more on a dispute; "
-        "adaptive: one answer, another only while the label's posterior (answers weighed "
-        "by each annotator's estimated accuracy, the model's guess as a half-weight prior) "
-        "is below target_confidence",
-    )
-    target_confidence: float = Field(
-        0.9, gt=0.0, lt=1.0, description="adaptive: the posterior an accepted label must reach"
+        "adaptive: one answer, another only while it is worth more on the item than on a "
+        "new one (the label's posterior from answers weighed by each annotator's estimated "
+        "accuracy, the model's guess as a half-weight prior; see loopwise.overlap)",
     )
     model_weight: float = Field(
         0.5, ge=0.0, le=1.0, description="adaptive: the model's weight in the prior (0: none)"
@@ -422,7 +419,6 @@ class CampaignConfig(_Strict):
         return OverlapPolicy(
             policy=o.policy,
             annotators=self.annotators_per_item,
-            target_confidence=o.target_confidence,
             max_annotations=self.max_annotations_per_item,
             model_weight=o.model_weight,
         )

@@ -86,7 +86,10 @@ def _adaptive_split(
         item: list(zip(g["annotator"], g["label"], strict=True))
         for item, g in crowd.groupby("item_id", sort=True)
     }
-    decisions = overlap.decide_items(policy, labels, answers, accuracies, predictions)
+    calibrated = overlap.overlapping(crowd)["annotator"].value_counts().to_dict()
+    decisions = overlap.decide_items(
+        policy, labels, answers, accuracies, predictions, calibrated=calibrated
+    )
     ok = {i: d for i, d in decisions.items() if d.status == "accept"}
     accepted = pd.DataFrame(
         {
@@ -270,8 +273,10 @@ def plan_relabels(
     """Relabel or new: which accepted labels get one more answer instead of the weakest new
     picks of ``batch`` (:func:`loopwise.overlap.relabel_or_new`).
 
-    Returns ``{"batch": the batch without the new picks given up (control rows kept),
-    "relabel": [{"item_id", "p_wrong"}, ...]}``. Expert labels are never asked again.
+    One scale: what one answer buys in clean labels, on an accepted label (its expected
+    gain under the current model and annotator estimates) or on a new item. Returns
+    ``{"batch": the batch without the new picks given up (control rows kept),
+    "relabel": [{"item_id", "gain"}, ...]}``. Expert labels are never asked again.
     """
     current = {
         i: r["label"] for i, r in ledgers.current_labels().items() if r.get("method") != "expert"
@@ -290,7 +295,7 @@ def plan_relabels(
         str(item): (classes[int(p.argmax())], float(p.max()))
         for item, p in zip(snapshot["item_id"], proba, strict=True)
     }
-    doubt = overlap.accepted_doubt(
+    gains = overlap.accepted_gain(
         labels,
         current,
         answers,
@@ -300,15 +305,14 @@ def plan_relabels(
         max_annotations=policy.max_annotations,
     )
     picks = [b for b in batch if not b.get("control")]
-    new_wrong = [
-        1.0 - (b["prediction_score"] if b.get("prediction_score") is not None else 1 / len(labels))
-        for b in picks
-    ]
-    n_new, relabel = overlap.relabel_or_new(new_wrong, doubt, len(picks), max_share=max_share)
+    new_value = overlap.new_item_value(overlap.pool_accuracy(accuracies), len(labels))
+    n_new, relabel = overlap.relabel_or_new(
+        [new_value] * len(picks), gains, len(picks), max_share=max_share
+    )
     dropped = {str(b["item_id"]) for b in picks[n_new:]}
     return {
         "batch": [b for b in batch if str(b["item_id"]) not in dropped],
-        "relabel": [{"item_id": str(i), "p_wrong": round(doubt[i], 4)} for i in relabel],
+        "relabel": [{"item_id": str(i), "gain": round(gains[i], 4)} for i in relabel],
     }
 
 

@@ -43,7 +43,9 @@ def dispatch_and_schedule(
                 run.target,
                 ledgers,
                 [r["item_id"] for r in relabel],
-                reasons={r["item_id"]: f"relabel: P(label wrong) {r['p_wrong']}" for r in relabel},
+                reasons={
+                    r["item_id"]: f"relabel: an answer adds {r['gain']} of a label" for r in relabel
+                },
                 cycle=k,
                 max_annotations=cfg.max_annotations_per_item,
             )

@@ -1454,7 +1454,7 @@ def test_relabels_ask_accepted_items_again_and_shrink_the_new_picks(adaptive):
         relabel = {r["item_id"] for r in sel.get("relabel") or []}
         assert not relabel & {b["item_id"] for b in sel["batch"]}
         for r in sel.get("relabel") or []:
-            assert 0.0 <= r["p_wrong"] <= 1.0
+            assert 0.0 < r["gain"] <= 1.0
     asked = {r["item_id"] for r in adaptive["review"] if r["reason"].startswith("relabel")}
     labeled = {r["item_id"] for r in adaptive["labels"]}
     assert asked <= labeled

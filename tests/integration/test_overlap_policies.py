@@ -26,10 +26,10 @@ def _truth(i: int) -> str:
     return LABELS[(i * 7) % len(LABELS)]
 
 
-def _batch(n: int, wrong_every: int = 3) -> list[dict]:
+def _batch(n: int, wrong_every: int = 3, offset: int = 0) -> list[dict]:
     """n items; the model is sure and right on most, sure and wrong on every third."""
     rows = []
-    for i in range(n):
+    for i in range(offset, offset + n):
         right = i % wrong_every != 0
         guess = _truth(i) if right else LABELS[(LABELS.index(_truth(i)) + 1) % len(LABELS)]
         rows.append(
@@ -65,9 +65,10 @@ def _answers(client, pid: int) -> dict[str, int]:
     return {t.data["item_id"]: len(t.annotations or []) for t in tasks}
 
 
-def _round(server, target, store, truth, profiles, policy, seed):
-    """One check of the open batch, as the advance stage does it: collect, consensus,
-    the items that need another answer get their overlap raised."""
+def _round(server, target, store, truth, profiles, policy, seed, items=None):
+    """One check of the open batch (``items``, default every item of ``truth``), as the
+    advance stage does it: collect, consensus, the items that need another answer get
+    their overlap raised."""
     annotators.simulate_annotators(
         server.url, server.token, target.project, truth, profiles, labels=LABELS, random_state=seed
     )
@@ -77,7 +78,7 @@ def _round(server, target, store, truth, profiles, policy, seed):
     )
     led = _ledgers(store, target)
     progress = batch_progress(
-        sorted(truth),
+        sorted(items or truth),
         accepted=led.labeled_ids(),
         answers=led.answers_per_item(),
         annotators_per_item=policy.initial,
@@ -92,38 +93,55 @@ def _round(server, target, store, truth, profiles, policy, seed):
 def test_adaptive_raises_the_overlap_of_exactly_the_doubtful_items(label_studio, tmp_path):
     target, store = _project(label_studio, tmp_path, overlap=1)
     client = target.client()
-    batch = _batch(18)
-    truth = {b["item_id"]: _truth(i) for i, b in enumerate(batch)}
-    policy = OverlapPolicy("adaptive", target_confidence=0.9, max_annotations=3)
+    policy = OverlapPolicy("adaptive", max_annotations=3)
+    profiles = [AnnotatorProfile(name=f"ov{i}", accuracy=1.0) for i in range(3)]
+    # Batch 1: nobody's accuracy is known yet, so every item answered alone gets a second
+    # answer (calibration), whatever the model says.
+    first = _batch(18)
+    truth = {b["item_id"]: _truth(i) for i, b in enumerate(first)}
     receipt = labelstudio.dispatch_batch.fn(
-        target, _ledgers(store, target), batch, cycle=1, labels=LABELS, overlap=policy.initial
+        target, _ledgers(store, target), first, cycle=1, labels=LABELS, overlap=policy.initial
     )
     assert receipt["created"] == 18
     assert set(_overlaps(client, target.project).values()) == {1}
-    profiles = [AnnotatorProfile(name=f"ov{i}", accuracy=1.0) for i in range(3)]
     out, progress, raised = _round(label_studio, target, store, truth, profiles, policy, 0)
-    # perfect annotators: the answer agrees with the model where it is right, so one
-    # answer is enough there; where the model was wrong the item needs another
-    model_wrong = {b["item_id"] for i, b in enumerate(batch) if i % 3 == 0}
-    assert set(progress["more"]) == model_wrong == set(raised)
-    assert set(out["disputed"]) == model_wrong
-    overlaps = _overlaps(client, target.project)
-    assert {i for i, n in overlaps.items() if n == 2} == model_wrong
-    assert {i for i, n in overlaps.items() if n == 1} == set(truth) - model_wrong
+    assert set(raised) == set(truth) and set(progress["more"]) == set(truth)
+    assert all("calibrating annotator" in out["disputed"][i] for i in truth)
     _round(label_studio, target, store, truth, profiles, policy, 1)
-    led = _ledgers(store, target)
-    labels = led.current_labels()
+    assert set(_ledgers(store, target).current_labels()) == set(truth)
+    # Batch 2: the annotators are known to be reliable now. One answer that agrees with a
+    # sure model is enough; only where the model was wrong may an item need another (a
+    # reliable enough annotator outweighs the model alone).
+    second = _batch(18, offset=18)
+    items = [b["item_id"] for b in second]
+    truth |= {b["item_id"]: _truth(18 + i) for i, b in enumerate(second)}
+    labelstudio.dispatch_batch.fn(
+        target, _ledgers(store, target), second, cycle=2, labels=LABELS, overlap=policy.initial
+    )
+    out, progress, raised = _round(
+        label_studio, target, store, truth, profiles, policy, 2, items=items
+    )
+    model_wrong = {b["item_id"] for i, b in enumerate(second) if (18 + i) % 3 == 0}
+    assert set(progress["more"]) == set(raised) == set(out["disputed"])
+    assert set(raised) <= model_wrong
+    overlaps = {i: n for i, n in _overlaps(client, target.project).items() if i in items}
+    assert {i for i, n in overlaps.items() if n == 2} == set(raised)
+    assert {i for i, n in overlaps.items() if n == 1} == set(items) - set(raised)
+    _round(label_studio, target, store, truth, profiles, policy, 3, items=items)
+    labels = _ledgers(store, target).current_labels()
     assert set(labels) == set(truth), "two agreeing answers outweigh the model"
     assert all(r["label"] == truth[i] for i, r in labels.items())
     answers = _answers(client, target.project)
-    assert sum(answers.values()) == 18 + len(model_wrong), "one extra answer per doubtful item"
-    # nothing dispatched twice: the same batch again creates no task
-    again = labelstudio.dispatch_batch.fn(
-        target, _ledgers(store, target), batch, cycle=1, labels=LABELS, overlap=policy.initial
-    )
-    assert again["created"] == 0
-    assert len(_overlaps(client, target.project)) == 18
-    assert _overlaps(client, target.project) == overlaps | {i: 2 for i in model_wrong}
+    assert sum(answers[i] for i in items) == 18 + len(raised), "one more per doubtful item"
+    # nothing dispatched twice: the same batches again create no task
+    for cycle, batch in ((1, first), (2, second)):
+        again = labelstudio.dispatch_batch.fn(
+            target, _ledgers(store, target), batch, cycle=cycle, labels=LABELS, overlap=1
+        )
+        assert again["created"] == 0
+    assert len(_overlaps(client, target.project)) == 36
+    after = _overlaps(client, target.project)
+    assert {i: after[i] for i in items} == overlaps
 
 
 def test_a_project_asking_for_more_gets_the_policys_overlap_per_task(label_studio, tmp_path):

@@ -92,20 +92,30 @@ def test_an_expert_answer_corrects_an_accepted_label_and_only_an_expert_undoes_i
     assert fresh(tmp_path).current_labels()["i2"]["label"] == "b"
 
 
-def test_adaptive_accepts_on_the_posterior_and_holds_doubtful_items(tmp_path):
+def test_adaptive_calibrates_annotators_then_weighs_them_against_the_model(tmp_path):
     led = fresh(tmp_path)
     led.append("dispatch", [sent("i1", "a", 0.95), sent("i2", "b", 0.95), sent("i3", None, None)])
     led.append(
         "annotations", [answer("i1", "u1", "a"), answer("i2", "u1", "a"), answer("i3", "u1", "a")]
     )
-    policy = OverlapPolicy("adaptive", target_confidence=0.8, max_annotations=3)
+    policy = OverlapPolicy("adaptive", max_annotations=3)
     out = run_qc(tmp_path, policy=policy, min_annotations=1)
-    labels = fresh(tmp_path).current_labels()
-    # i1: the answer agrees with a sure model; i2: it disagrees; i3: no model guess
-    assert set(labels) == {"i1"} and labels["i1"]["confidence"] >= 0.8
-    assert set(out["disputed"]) == {"i2", "i3"}
-    assert "no annotator gave the likeliest label 'b'" in out["disputed"]["i2"]
-    assert "posterior" in out["disputed"]["i3"]
+    # u1's accuracy is unknown: every item answered by u1 alone gets a second answer
+    assert not fresh(tmp_path).current_labels()
+    assert all("calibrating annotator u1" in out["disputed"][i] for i in ("i1", "i2", "i3"))
+    # u1 checked against u2 on five items (they agree): now u1 is known
+    fresh(tmp_path).append(
+        "annotations",
+        [answer(f"c{k}", who, "a") for k in range(10, 15) for who in ("u1", "u2")],
+    )
+    out = run_qc(tmp_path, policy=policy, min_annotations=1)
+    labels = {i: r for i, r in fresh(tmp_path).current_labels().items() if i.startswith("i")}
+    # i1: u1 agrees with a sure model; i2: u1 contradicts it, and u1 (agreeing with u2
+    # on every check) now outweighs the model, with less confidence; i3: no model guess
+    assert set(labels) == {"i1", "i2", "i3"}
+    assert labels["i2"]["label"] == "a"
+    assert labels["i1"]["confidence"] > labels["i3"]["confidence"] > labels["i2"]["confidence"]
+    assert not out["disputed"]
 
 
 def test_fixed_policy_needs_its_annotators(tmp_path):

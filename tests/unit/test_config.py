@@ -464,7 +464,7 @@ def test_the_overlap_policy_comes_from_the_config_and_a_manual_run():
     assert cfg.overlap_policy().initial == 2 and cfg.overlap_policy().max_annotations == 4
     adaptive = cfg.with_overrides(overlap_policy="adaptive")
     assert adaptive.overlap_policy().initial == 1
-    assert adaptive.overlap.target_confidence == cfg.overlap.target_confidence
+    assert adaptive.overlap.model_weight == cfg.overlap.model_weight
     with pytest.raises(ConfigError, match=r"overlap\.policy"):
         cfg.with_overrides(overlap_policy="sometimes")
 
