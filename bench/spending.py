@@ -18,26 +18,24 @@ the accepted labels so far (the cold-start strategy on cycle 0); each item gets
 consensus over *all* answers so far (Dawid–Skene) and
 
 - fixed n: :func:`loopwise.consensus.accept` (agreement ≥ 0.66, ≥ n answers);
-- adaptive: :func:`loopwise.overlap.decide_items` with the annotators' Dawid–Skene
-  accuracies shrunk by :func:`loopwise.overlap.annotator_accuracies` and the model's
-  (label, top probability) at dispatch as the prior;
+- adaptive: :func:`loopwise.overlap.decide_items` (another answer while it buys more
+  label value on the item than on a new one; annotators answering alone calibrated
+  against a second answer until 5 checks) with the annotators' Dawid–Skene accuracies
+  estimated on the items answered more than once, shrunk by
+  :func:`loopwise.overlap.annotator_accuracies`, and the model's (label, top
+  probability) at dispatch as the prior — what ``tasks.qc`` does;
 
 a disputed item ("more") gets one more answer, up to ``MAX_ANNOTATIONS``; an item
 still unresolved there goes to review (not labeled). Adaptive + relabel also
-spends part of each batch on one more answer for accepted items whose label is
-more likely wrong than a new pick's unlabeled guess; a changed decision replaces
+spends part of each batch on one more answer for accepted items where that answer
+buys more than on a new item (:func:`loopwise.overlap.accepted_gain`); a changed decision replaces
 the training label (a correction), a relabeled item that ends unresolved leaves
 the training set (withdrawn). Then the model is retrained on the accepted labels
 and scored on the holdout. No answer is bought past the budget; items still
 undecided when the money runs out stay unlabeled.
 
-Two what-if arms (:data:`WHAT_IF`, adaptive with target posterior 0.8 and 0.7) are
-run beside them as a sensitivity check; they are read against the target the four
-arms set and are not candidates.
-
 Writes bench/results/spending.{json,md} and one PNG per dataset
-(``spending_<dataset>.png``: holdout accuracy against money, the four arms ± sd,
-the what-if arms dotted). The default run takes about 2-4 minutes on 2 cores.
+(``spending_<dataset>.png``: holdout accuracy against money, the four arms ± sd). The default run takes about 2-4 minutes on 2 cores.
 
     python bench/spending.py                    # letter, adult, trec, syn-balanced: 10 seeds, 600 answers
     python bench/spending.py --datasets letter adult trec --budget 1200 --out bench/results/spending_budget_1200
@@ -693,10 +691,12 @@ def render(report: dict) -> str:
         "",
         "Arms: **fixed-1** / **fixed-2** — n answers at dispatch, accepted by "
         f"`consensus.accept(min_agreement={MIN_AGREEMENT}, min_annotations=n)`, one more answer on "
-        "a dispute; **adaptive** — `OverlapPolicy('adaptive')` (target posterior 0.9, model "
-        "weight 0.5, annotator accuracies = Dawid–Skene estimates shrunk towards 0.7 by 5 "
-        "pseudo-answers); **adaptive+relabel** — the same, plus `relabel_or_new` each cycle "
-        "(at most half the batch).",
+        "a dispute; **adaptive** — `OverlapPolicy('adaptive')`: one answer, another while it "
+        "buys more label value ((2p − 1)² per label) on the item than on a new one; model "
+        "weight 0.5; annotator accuracies = Dawid–Skene estimates on the items answered more "
+        "than once, shrunk towards 0.7 by 5 answers, and each annotator calibrated against a "
+        "second answer until 5 checks; **adaptive+relabel** — the same, plus `relabel_or_new` "
+        "each cycle (at most half the batch).",
         "",
         "Columns: *money to 95 %* — answers bought until the holdout accuracy reaches 95 % of "
         "the best arm's mean final accuracy, read on the mean curve (per seed, accuracy is a "
@@ -793,9 +793,7 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--datasets", nargs="+", default=DATASETS, choices=datasets.names())
-    p.add_argument(
-        "--arms", nargs="+", default=[*ARMS, *WHAT_IF], help="also adaptive@T (target posterior T)"
-    )
+    p.add_argument("--arms", nargs="+", default=[*ARMS, *WHAT_IF], help="a subset of the arms")
     p.add_argument("--seeds", type=int, default=10)
     p.add_argument("--budget", type=int, default=BUDGET, help="answers per run")
     p.add_argument("--max-rows", type=int, default=MAX_ROWS)
