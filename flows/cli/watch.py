@@ -51,7 +51,7 @@ def _status_rows(cfg: CampaignConfig, rec: dict[str, Any]) -> list[tuple[str, st
         ("cycle", f"{state.cycle} ({state.stage.value})"),
         ("labels bought", f"{len(accepted):,}"),
         ("annotations paid", f"{paid:,}"),
-        ("labels corrected", f"{rec.get('corrections', 0):,}"),
+        ("corrections", f"{rec.get('corrections', 0):,} accepted label(s) superseded"),
         ("money spent", f"{paid * cfg.budget.cost_per_annotation:,.2f}"),
         (
             "holdout accuracy",
