@@ -66,9 +66,8 @@ def _adaptive_split(
     ledgers: Ledgers,
     crowd: pd.DataFrame,
     labels: Sequence[str],
-    method: str,
     policy: OverlapPolicy,
-    random_state: int,
+    estimates: tuple[pd.Series, dict[Any, float], dict[Any, int]],
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(accepted, disputed) by the adaptive policy: the posterior of each item's best label
     given its answers, each annotator's estimated accuracy and the model's guess at dispatch."""
@@ -81,12 +80,11 @@ def _adaptive_split(
         for r in ledgers.read("dispatch")
         if r.get("event") == "sent"
     }
-    accuracies = _accuracies(crowd, labels, method, random_state)
+    _, accuracies, calibrated = estimates
     answers = {
         item: list(zip(g["annotator"], g["label"], strict=True))
         for item, g in crowd.groupby("item_id", sort=True)
     }
-    calibrated = overlap.overlapping(crowd)["annotator"].value_counts().to_dict()
     decisions = overlap.decide_items(
         policy, labels, answers, accuracies, predictions, calibrated=calibrated
     )
@@ -109,18 +107,16 @@ def _adaptive_split(
     return accepted, disputed
 
 
-def _accuracies(
+def _estimates(
     crowd: pd.DataFrame, labels: Sequence[str], method: str, random_state: int
-) -> dict[Any, float]:
-    """Each annotator's accuracy for the posterior: the consensus estimate on the items
-    answered more than once, shrunk towards the default by how many of them there are."""
+) -> tuple[pd.Series, dict[Any, float], dict[Any, int]]:
+    """(the consensus estimate of each annotator's accuracy on the items answered more
+    than once, that estimate shrunk towards the default for the posterior, how many such
+    answers each annotator has): single answers tell nothing of an annotator."""
     multi = overlap.overlapping(crowd)
-    if multi.empty:
-        return {}
     quality = _crowd_consensus(multi, labels, method, random_state)[2]
-    return overlap.annotator_accuracies(
-        quality.to_dict(), multi["annotator"].value_counts().to_dict()
-    )
+    checked = multi["annotator"].value_counts().to_dict() if not multi.empty else {}
+    return quality, overlap.annotator_accuracies(quality.to_dict(), checked), checked
 
 
 def _label_records(
@@ -236,9 +232,10 @@ def consensus_qc(
         min_annotations=min_annotations,
     )
     if policy is not None and policy.policy == "adaptive":
-        accepted, disputed = _adaptive_split(ledgers, crowd, labels, method, policy, random_state)
         # Most items have one answer: only those with more tell an annotator's accuracy.
-        quality = _crowd_consensus(overlap.overlapping(crowd), labels, method, random_state)[2]
+        estimates = _estimates(crowd, labels, method, random_state)
+        accepted, disputed = _adaptive_split(ledgers, crowd, labels, policy, estimates)
+        quality = estimates[0]
     current = ledgers.current_labels()
     new = _label_records(rows, crowd, decided, accepted, current, cycle=cycle, method=method)
     ledgers.append("labels", new)
@@ -288,7 +285,7 @@ def plan_relabels(
         i: list(zip(g["annotator"], g["label"], strict=True)) for i, g in rows.groupby("item_id")
     }
     crowd = rows.loc[rows["item_id"].isin(set(current))]
-    accuracies = _accuracies(crowd, labels, method, random_state)
+    accuracies = _estimates(crowd, labels, method, random_state)[1]
     proba = model.predict_proba(X_labeled)
     classes = [str(c) for c in model.classes_]
     predictions = {
