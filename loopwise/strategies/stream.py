@@ -76,6 +76,49 @@ class StreamSelector:
         self.n_queried_ = 0
         return self
 
+    def get_state(self) -> dict[str, Any]:
+        """What the selector remembers, as plain JSON types: the recent utilities in
+        arrival order, the counters and the tie-breaking generator's state.
+
+        :meth:`set_state` on a selector with the same parameters restores it
+        exactly: the same records then get the same decisions.
+        """
+        if not hasattr(self, "_rng"):
+            self.reset()
+        kind, keys, pos, has_gauss, cached = self._rng.get_state()
+        return {
+            "recent": [float(v) for v in self._recent],
+            "n_seen": int(self.n_seen_),
+            "n_queried": int(self.n_queried_),
+            "rng": [str(kind), [int(k) for k in keys], int(pos), int(has_gauss), float(cached)],
+        }
+
+    def set_state(self, state: dict[str, Any]) -> StreamSelector:
+        """Restore what :meth:`get_state` saved (the recent utilities beyond
+        ``window`` are dropped, oldest first)."""
+        self.reset()
+        try:
+            recent = [float(v) for v in state["recent"]][-self._window :]
+            kind, keys, pos, has_gauss, cached = state["rng"]
+            self._rng.set_state(
+                (
+                    str(kind),
+                    np.asarray(keys, dtype=np.uint32),
+                    int(pos),
+                    int(has_gauss),
+                    float(cached),
+                )
+            )
+            self.n_seen_ = int(state["n_seen"])
+            self.n_queried_ = int(state["n_queried"])
+        except (KeyError, TypeError, ValueError) as exc:
+            raise ValueError(f"not a StreamSelector state: {exc}") from exc
+        if not all(math.isfinite(v) for v in recent):
+            raise ValueError("not a StreamSelector state: a recent utility is not finite")
+        self._recent = deque(recent)
+        self._sorted = sorted(recent)
+        return self
+
     @property
     def threshold_(self) -> float:
         """The ``1 - target_rate`` quantile of the recent utilities (inf before any)."""
