@@ -76,7 +76,9 @@ class GatewaySettings:
         stream = getattr(cfg, "stream", None)
         if stream is None:
             return cls()
-        return cls(**{f.name: getattr(stream, f.name) for f in fields(cls) if hasattr(stream, f.name)})
+        return cls(
+            **{f.name: getattr(stream, f.name) for f in fields(cls) if hasattr(stream, f.name)}
+        )
 
 
 def create_app(
@@ -255,7 +257,9 @@ class _Gateway:
         else:
             reason = schema.mismatch(watcher.current()[0])
             if reason:
-                raise ValueError(f"{watcher.name} v{watcher.current()[1]} cannot be served: {reason}")
+                raise ValueError(
+                    f"{watcher.name} v{watcher.current()[1]} cannot be served: {reason}"
+                )
         if policy is None:
             policy = StreamPolicy(
                 target_rate=settings.target_rate,
