@@ -50,7 +50,7 @@ FIELDS: dict[str, str] = {
     "score": "the utility the decision used (a finite number), or null",
     "threshold": "the selector's threshold at that moment (a finite number), or null",
     "writer": "which process wrote it (gateway replica id, or 'external'), or null",
-    "schema": f"the record schema version (default {SCHEMA_VERSION})",
+    "schema": f"the record schema version (default, and null: {SCHEMA_VERSION})",
 }
 
 #: The values of ``decision`` besides null.
@@ -258,6 +258,8 @@ def _decision(value: Any) -> str | None:
 
 
 def _schema(value: Any) -> int:
+    if value is None:  # a null column of a Parquet file: the default
+        return SCHEMA_VERSION
     if not isinstance(value, numbers.Integral) or isinstance(value, bool):
         raise RecordError("schema", f"{_kind(value)} ({_show(value)}) is not a schema version")
     if int(value) != SCHEMA_VERSION:
