@@ -20,9 +20,7 @@ id), so several gateways may serve one campaign.
 import datetime as dt
 import logging
 import math
-import os
 import secrets
-import socket
 import threading
 import time
 import uuid
@@ -41,7 +39,7 @@ from loopwise.stream_policy import StreamPolicy, rate_for_budget
 from serving.champion import ChampionWatcher
 from serving.inputs import InputSchema
 from storage.campaign import campaign_store
-from storage.inference_log import LogWriter
+from storage.inference_log import LogWriter, new_writer_id
 from storage.store import Store
 from tasks.evaluate import model_name
 
@@ -203,11 +201,6 @@ def _request_models(
 # ---------------------------------------------------------------- the process's state
 
 
-def _writer_id() -> str:
-    """This process's writer: host, pid and a random part (a restart is a new writer)."""
-    return f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(4)}"
-
-
 def _now() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="microseconds").replace("+00:00", "Z")
 
@@ -269,7 +262,7 @@ class _Gateway:
                 random_state=secrets.randbits(31),  # replicas draw their controls independently
             )
         store = store or campaign_store(cfg.storage_root, cfg.name)
-        writer_id = _writer_id()
+        writer_id = new_writer_id()  # host, pid, random: a restart is a new writer
         interval = settings.commit_interval_ms / 1000
         writers = {
             prefix: LogWriter(store, prefix=prefix, writer_id=writer_id, commit_interval=interval)

@@ -9,7 +9,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import pytest
 from sklearn.datasets import make_classification
 from sklearn.linear_model import LogisticRegression
 
@@ -18,7 +17,6 @@ from loopwise.features import model_inputs
 from loopwise.model import build_model
 from storage.campaign import campaign_store
 from storage.inference_log import read_new
-from storage.store import Store
 from tasks.evaluate import CHAMPION, model_name
 
 FEATURES = ["x1", "x2", "x3", "x4"]
@@ -93,11 +91,7 @@ def register(cfg: CampaignConfig, model: Any, *, champion: bool = True) -> str:
 def logged(cfg: CampaignConfig, prefix: str = "stream/log") -> list[dict[str, Any]]:
     """Every record the campaign's gateways wrote under ``prefix``."""
     store = campaign_store(cfg.storage_root, cfg.name)
-    return [raw for _, _, raw in read_new(_source(store, prefix), {}).records]
-
-
-def _source(store: Store, prefix: str) -> Any:
-    return (store, prefix)
+    return [raw for _, _, raw in read_new(store, {}, prefix=prefix).records]
 
 
 def wait_until(condition: Callable[[], bool], timeout: float = 30.0, every: float = 0.05) -> bool:
