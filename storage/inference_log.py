@@ -272,12 +272,20 @@ class LogWriter:
     def _take_group(self) -> list[_Request]:
         """Whole requests, in arrival order, that fit in the current segment (at least one)."""
         room = self.segment_records - self._in_segment
+        if self._pending and len(self._pending[0].records) > room and self._in_segment:
+            self._roll()  # a write larger than the room left starts a segment of its own
+            room = self.segment_records
         group, n = [], 0
         while self._pending and (not group or n + len(self._pending[0].records) <= room):
             req = self._pending.pop(0)
             group.append(req)
             n += len(req.records)
         return group
+
+    def _roll(self) -> None:
+        self._seq += 1
+        self._in_segment = 0
+        self._stats["segments"] += 1
 
     def _commit(self, group: list[_Request]) -> None:
         records = [r for req in group for r in req.records]
@@ -297,9 +305,7 @@ class LogWriter:
             else:
                 self._stats["failures"] += 1
             if error is not None or self._in_segment >= self.segment_records:
-                self._seq += 1
-                self._in_segment = 0
-                self._stats["segments"] += 1
+                self._roll()
         for req in group:
             req.error = error
             req.done.set()
