@@ -320,6 +320,84 @@ class ScheduleConfig(_Strict):
     )
 
 
+class StreamTriggers(_Strict):
+    """When the stream asks for a retrain (each rule says why, with its numbers)."""
+
+    min_new_labels: int = Field(
+        100, gt=0, description="retrain after this many accepted stream labels since the last"
+    )
+    drift_window: int = Field(
+        500, ge=50, description="live records per drift window (PSI/KS against the snapshot)"
+    )
+    psi_threshold: float = Field(
+        0.2, gt=0, description="PSI of a live input or of the predicted-class mix that is drift"
+    )
+    ks_alpha: float = Field(
+        0.01, gt=0, lt=1, description="KS p-value that lowers the PSI bar to half"
+    )
+    max_drop: float = Field(
+        0.05,
+        gt=0,
+        lt=1,
+        description="retrain when the online accuracy (control labels) is surely this far "
+        "below the served model's holdout accuracy",
+    )
+    min_control: int = Field(
+        30, ge=1, description="control labels needed before the online accuracy is judged"
+    )
+
+
+class StreamConfig(_Strict):
+    """The production stream: the inference log, inline selection, and retrain triggers."""
+
+    log: str | None = Field(
+        None,
+        description="the inference log: default <campaign store>/stream/log (the gateway "
+        "writes there); or a folder / s3:// prefix of your own JSONL or Parquet segments",
+    )
+    target_rate: float = Field(
+        0.05, gt=0, lt=1, description="share of requests asked about (unless labels_per_hour)"
+    )
+    labels_per_hour: float | None = Field(
+        None, gt=0, description="aim the rate at this many labels per hour of traffic instead"
+    )
+    control_share: float = Field(
+        0.2,
+        ge=0,
+        lt=1,
+        description="share of the asked records drawn at random: the unbiased online accuracy",
+    )
+    utility: Literal["margin", "entropy", "least_confidence"] = Field(
+        "margin", description="how the stream selector scores a prediction"
+    )
+    window: int | None = Field(
+        None, ge=2, description="records the adaptive threshold remembers (default from the rate)"
+    )
+    drift_boost: float = Field(
+        3.0, ge=1, description="after drift, the labeling rate is multiplied by this"
+    )
+    drift_boost_records: int = Field(
+        1000, ge=0, description="for this many records after a drift trigger"
+    )
+    commit_interval_ms: float = Field(
+        5.0, ge=0, le=1000, description="gateway group commit: how long a write waits for company"
+    )
+    dispatch_batch: int = Field(
+        20, gt=0, le=1000, description="stream records sent to Label Studio per import"
+    )
+    max_records_per_run: int = Field(
+        50_000, gt=0, description="log records one stream run reads at most (the rest next run)"
+    )
+    reload_seconds: float = Field(
+        5.0, gt=0, description="how often the gateway checks whether the champion moved"
+    )
+    retrain_deployment: str | None = Field(
+        None,
+        description="the 'flow/deployment' a trigger runs (default: retrain/<campaign name>)",
+    )
+    triggers: StreamTriggers = StreamTriggers()
+
+
 class CampaignConfig(_Strict):
     """One active-learning campaign."""
 
@@ -365,6 +443,7 @@ class CampaignConfig(_Strict):
     storage_root: str = ".loopwise/store"
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
+    stream: StreamConfig = StreamConfig()
     seed: int = 0
 
     @field_validator("name")

@@ -268,13 +268,15 @@ def build_report(
     edits: Sequence[Mapping[str, Any]] = (),
     gate: Mapping[str, Any] | None = None,
     corrections: int | None = None,
+    stream: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Every number of the report, as plain JSON types (``pool_size`` caps the estimates;
     ``annotator_names`` maps Label Studio user ids to names; ``edits`` is the ledger of
     items sent to annotators that a pool edit removed or changed; ``gate`` is the latest
     champion-gate decision, as ``tasks.evaluate.log_cycle`` returns it; ``corrections``
     is how many labels were corrected, default: the ``labels`` records with a
-    ``supersedes``)."""
+    ``supersedes``; ``stream`` is :func:`loopwise.streaming.stream_summary` when the
+    campaign has a production stream)."""
     accepted = {r["item_id"]: str(r["label"]) for r in labels}
     if corrections is None:
         corrections = sum(r.get("supersedes") is not None for r in labels)
@@ -328,6 +330,7 @@ def build_report(
         "cost_per_point": cost_per_point(history),
         "overlap": overlap_saving(cfg, len(accepted), spent),
         "gate": gate_summary(gate),
+        "stream": dict(stream) if stream else None,
     }
     if last is not None:
         reach = random_equivalent(history, random_points, pool_size)

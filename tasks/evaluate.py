@@ -74,9 +74,11 @@ def _experiment_id(cfg: CampaignConfig, client: Any) -> str:
     return client.create_experiment(cfg.experiment, artifact_location=location)
 
 
-def _find_run(client: Any, experiment_id: str, cycle: int) -> Any:
+def _find_run(client: Any, experiment_id: str, cycle: int, retrain: str | None = None) -> Any:
+    """The run of a cycle (tag ``loopwise.cycle``), or of a stream retrain (``loopwise.retrain``)."""
+    tag, value = ("loopwise.retrain", retrain) if retrain else ("loopwise.cycle", str(cycle))
     runs = client.search_runs(
-        [experiment_id], filter_string=f"tags.`loopwise.cycle` = '{cycle}'", max_results=1
+        [experiment_id], filter_string=f"tags.`{tag}` = '{value}'", max_results=1
     )
     return runs[0] if runs else None
 
@@ -165,23 +167,32 @@ def log_cycle(
     *,
     X_holdout: Any,
     y_holdout: Any,
+    retrain: str | None = None,
+    trigger: str | None = None,
 ) -> dict[str, Any]:
     """Log the cycle's run: params, metrics at step = labels, figures, dataset input, model,
     and the champion gate (the new model against the champion on ``X_holdout, y_holdout``).
 
     Once per cycle: a run of this cycle that finished logging is found by its tags and
-    its result returned; one that died halfway is resumed."""
+    its result returned; one that died halfway is resumed. A stream retrain passes its
+    idempotency key as ``retrain`` (and the rule's sentence as ``trigger``): its run is
+    found by that key instead, named ``retrain-…``, and gated the same way."""
     mlflow, client = _client(cfg)
     experiment_id = _experiment_id(cfg, client)
-    run = _find_run(client, experiment_id, cycle)
+    run = _find_run(client, experiment_id, cycle, retrain)
     if run is not None and run.data.tags.get("loopwise.logged") == "true":
         return json.loads(run.data.tags["loopwise.result"])
     labels_used, cost = history[-1]["labels"], history[-1]["cost"]
     with mlflow.start_run(
         run_id=run.info.run_id if run is not None else None,
         experiment_id=experiment_id,
-        run_name=f"cycle-{cycle:03d}",
-        tags={"loopwise.cycle": str(cycle), "loopwise.campaign": cfg.name},
+        run_name=f"retrain-{retrain}" if retrain else f"cycle-{cycle:03d}",
+        tags=(
+            {"loopwise.retrain": retrain, "loopwise.trigger": (trigger or "")[:4000]}
+            if retrain
+            else {"loopwise.cycle": str(cycle)}
+        )
+        | {"loopwise.campaign": cfg.name},
     ) as active:
         run_id = active.info.run_id
         if run is None:

@@ -252,7 +252,7 @@ def _payload(
         b["data"],
         prediction_label=b.get("prediction_label"),
         prediction_score=b.get("prediction_score"),
-        model_version=model_version,
+        model_version=b.get("model_version") or model_version,
         query_score=b.get("query_score"),
         labels=labels,
         to_name=to_name,

@@ -151,7 +151,8 @@ def _label_records(
             "agreement": float(agreement),
             "confidence": float(confidence),
             "n_annotations": len(who[item]),
-            "task_id": int(task_of[item]),
+            # None: answered only by feedback from the production app (no task).
+            "task_id": None if pd.isna(task_of[item]) else int(task_of[item]),
             "cycle": cycle,
             "method": how,
             "accepted_at": now,
@@ -346,7 +347,10 @@ def request_more_annotations(
 ) -> dict[str, int]:
     """Raise the overlap of the items' tasks by one (up to ``max_annotations``) and log why."""
     counts = ledgers.answers_per_item()
-    task_of = {r["item_id"]: r["task_id"] for r in ledgers.annotations()}
+    # Items with a Label Studio task (feedback from the production app has none).
+    task_of = {
+        r["item_id"]: r["task_id"] for r in ledgers.annotations() if r.get("task_id") is not None
+    }
     client = target.client()
     raised = {}
     for item in items:

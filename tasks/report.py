@@ -177,7 +177,26 @@ def campaign_records(store: Store) -> dict[str, Any]:
         "run_id": (trained.get("logged") or {}).get("run_id"),
         "run_url": (trained.get("logged") or {}).get("run_url"),
         "gate": {**gate, "cycle": last} if gate else None,
+        "stream": _stream_records(store, ledgers),
     }
+
+
+def _stream_records(store: Store, ledgers: Ledgers | None) -> dict[str, Any] | None:
+    """The stream section's numbers (None for a campaign without a stream)."""
+    from loopwise.streaming import attribution, stream_summary
+    from tasks.stream import RETRAINS, SELECTED, TRIGGERS, WINDOWS
+
+    runs = [store.read_json(k) for k in store.list("stream/runs")]
+    if not runs:
+        return None
+    labels = ledgers.current_labels() if ledgers else {}
+    return stream_summary(
+        runs,
+        attribution(store.read_jsonl(SELECTED), labels),
+        store.read_jsonl(WINDOWS),
+        store.read_jsonl(TRIGGERS),
+        store.read_jsonl(RETRAINS),
+    )
 
 
 def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
@@ -230,6 +249,19 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
             f"| items sent, then removed or changed in the pool | {edits['items']} "
             f"({edits['labeled']} labeled: labels kept) |"
         )
+    st = r.get("stream")
+    if st:
+        rate = "—" if st["labeling_rate"] is None else f"{st['labeling_rate']:.2%}"
+        lines.append(
+            f"| stream: requests read, labeling rate, labels | {st['records']:,}, {rate}, "
+            f"{st['labels']:,} |"
+        )
+        for v, a in st["online_accuracy"].items():
+            lines.append(
+                f"| online accuracy of v{no_html(v)} (control labels) | {a['accuracy']:.3f} "
+                f"({a['low']:.3f}–{a['high']:.3f}, n={a['n']}) |"
+            )
+        lines.append(f"| stream triggers, retrains | {len(st['triggers'])}, {len(st['retrains'])} |")
     if r.get("decisions"):
         d = r["decisions"][-1]
         lines += [
@@ -317,6 +349,7 @@ def write_report(
         edits=rec["edits"],
         gate=rec["gate"],
         corrections=rec["corrections"],
+        stream=rec["stream"],
     )
     links = {}
     if rec["run_url"]:

@@ -24,11 +24,14 @@ log = logging.getLogger("loopwise.train")
 
 
 def label_time_records(store: Store, last_cycle: int) -> dict[str, dict[str, Any]]:
-    """Item id → the ``data`` it was sent with, from the batches selected up to ``last_cycle``."""
+    """Item id → the ``data`` it was sent with, from the batches selected up to ``last_cycle``
+    and the stream records sent for a label (``stream/selected.jsonl``)."""
     out: dict[str, dict[str, Any]] = {}
     for k in range(last_cycle + 1):
         for b in (checkpoint(store, k, Stage.SELECTED) or {}).get("batch") or []:
             out.setdefault(b["item_id"], b.get("data") or {})
+    for b in store.read_jsonl("stream/selected.jsonl"):
+        out.setdefault(b["item_id"], b.get("data") or {})
     return out
 
 

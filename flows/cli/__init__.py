@@ -3,6 +3,10 @@
     loopwise init DATA_FILE        a campaign config and a validation suite from the data
     loopwise run CAMPAIGN          one cycle now, in this process (outside any schedule)
     loopwise deploy CAMPAIGN       register the campaign's Prefect deployment
+    loopwise serve CAMPAIGN        the gateway: serve the champion, log every request
+    loopwise stream CAMPAIGN       one stream run now (log → labels → triggers)
+    loopwise retrain CAMPAIGN      retrain now; the champion gate decides what is served
+    loopwise deploy-stream CAMPAIGN  the stream and retrain deployments
     loopwise status CAMPAIGN       cycle, labels, money, metric, open batch, last decision
     loopwise report CAMPAIGN       the HTML report (also logged to MLflow and Prefect)
     loopwise doctor CAMPAIGN       check the store's invariants (--repair: rebuild what can be)
@@ -28,7 +32,7 @@ import os
 
 import typer
 
-from flows.cli import doctor, init, run, simulated, watch
+from flows.cli import doctor, init, run, simulated, stream, watch
 from loopwise.cli import app as library_app
 
 __all__ = ["app"]
@@ -56,6 +60,7 @@ def _offline() -> None:
 # Groups without a name add their commands to this app.
 app.add_typer(init.app)
 app.add_typer(run.app)
+app.add_typer(stream.app)
 app.add_typer(watch.app)
 app.add_typer(doctor.app)
 app.add_typer(simulated.app)

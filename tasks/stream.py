@@ -1,0 +1,114 @@
+"""Thin tasks of the stream path: read the inference log since the cursor, decide what to
+ask about, dispatch, turn feedback into answers, measure drift, and ask for a retrain.
+
+Store layout of a campaign's stream (beside its pool ledgers):
+
+- ``stream/log/<writer>/<seq>.jsonl`` — the inference log (the gateway writes it);
+- ``stream/feedback/<writer>/<seq>.jsonl`` — feedback from the production app;
+- ``stream/state.json`` — the cursors, the selector's state and the drift window;
+- ``stream/runs/<n>.json`` — what stream run ``n`` read and decided, created once: a
+  re-run after a crash finds it and only finishes the dispatch;
+- ``stream/served/<n>.parquet`` — the requests run ``n`` read (id, version, prediction,
+  decision, inputs): what feedback is matched against;
+- ``stream/selected.jsonl`` — every record sent for a label, with its request, served
+  version and prediction (attribution; the training rows of stream labels);
+- ``stream/windows.jsonl``, ``stream/triggers.jsonl``, ``stream/retrains.jsonl`` — the
+  drift windows, every trigger that fired, every retrain and its gate decision;
+- ``stream/reference.parquet`` — the holdout's inputs and labels: what live windows are
+  compared with until a drift trigger (then the drifted window is);
+- ``stream/boost.json`` — the labeling-rate boost after drift (the gateway reads it).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from loopwise.config import CampaignConfig
+from storage.store import Store
+from tasks import io_task
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "BOOST",
+    "REFERENCE",
+    "RETRAINS",
+    "SELECTED",
+    "STATE",
+    "TRIGGERS",
+    "WINDOWS",
+    "log_source",
+    "read_jsonl_ids",
+    "request_retrain",
+    "run_key",
+    "served_key",
+    "window_key",
+]
+
+STATE = "stream/state.json"
+SELECTED = "stream/selected.jsonl"
+WINDOWS = "stream/windows.jsonl"
+TRIGGERS = "stream/triggers.jsonl"
+RETRAINS = "stream/retrains.jsonl"
+BOOST = "stream/boost.json"
+REFERENCE = "stream/reference.parquet"
+LOG_PREFIX = "stream/log"
+FEEDBACK_PREFIX = "stream/feedback"
+QUARANTINE = "quarantine/stream-log.jsonl"
+
+
+def run_key(n: int) -> str:
+    """The checkpoint of stream run ``n``."""
+    return f"stream/runs/{n:06d}.json"
+
+
+def window_key(w: int) -> str:
+    """The inputs and predictions of drift window ``w``, as Parquet."""
+    return f"stream/windows/{w:06d}.parquet"
+
+
+def served_key(n: int) -> str:
+    """The requests stream run ``n`` read, as Parquet."""
+    return f"stream/served/{n:06d}.parquet"
+
+
+def log_source(cfg: CampaignConfig, store: Store) -> tuple[Store | str, str]:
+    """Where the inference log is, as :func:`storage.inference_log.read_new` takes it: the
+    campaign store's ``stream/log`` (the gateway writes there), or the team's own folder /
+    ``s3://`` prefix of JSONL or Parquet segments (``stream.log``)."""
+    if cfg.stream.log is None:
+        return store, LOG_PREFIX
+    return cfg.stream.log, LOG_PREFIX
+
+
+def read_jsonl_ids(store: Store, key: str, field: str) -> set[Any]:
+    """The values of ``field`` in a ledger (what a replay must not append again)."""
+    return {r.get(field) for r in store.read_jsonl(key)}
+
+
+@io_task
+def request_retrain(
+    deployment: str, parameters: Mapping[str, Any], idempotency_key: str, tags: Sequence[str]
+) -> dict[str, Any]:
+    """Create the retrain run now; the idempotency key makes a repeat create none extra."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = run_deployment(
+            name=deployment,
+            parameters=dict(parameters),
+            timeout=0,
+            as_subflow=False,
+            idempotency_key=idempotency_key,
+            tags=list(tags),
+        )
+    except ObjectNotFound:
+        return {
+            "created": False,
+            "reason": f"no deployment {deployment!r}: run `loopwise retrain` by hand, or "
+            "deploy the campaign (loopwise deploy)",
+        }
+    return {"created": True, "flow_run_id": str(run.id), "flow_run_name": run.name}
