@@ -261,7 +261,9 @@ def report_markdown(cfg: CampaignConfig, r: dict[str, Any], where: str) -> str:
                 f"| online accuracy of v{no_html(v)} (control labels) | {a['accuracy']:.3f} "
                 f"({a['low']:.3f}–{a['high']:.3f}, n={a['n']}) |"
             )
-        lines.append(f"| stream triggers, retrains | {len(st['triggers'])}, {len(st['retrains'])} |")
+        lines.append(
+            f"| stream triggers, retrains | {len(st['triggers'])}, {len(st['retrains'])} |"
+        )
     if r.get("decisions"):
         d = r["decisions"][-1]
         lines += [

@@ -88,6 +88,10 @@ def test_the_loopwise_command_is_one_app_with_every_command():
         "strategies",
         "simulate",
         "annotators",
+        "serve",
+        "stream",
+        "retrain",
+        "deploy-stream",
     }
     assert set(group.commands["annotators"].commands) == {"simulate"}
     assert set(typer.main.get_command(app).commands) == {"strategies", "simulate"}
