@@ -291,3 +291,17 @@ def test_request_rows_encode_as_training_does(tmp_path, registry):
     tschema = InputSchema.from_pool(text, pd.DataFrame({"text": ["a b"], "y": ["pos"]}))
     docs = [{"text": "good day"}, {"text": ""}]
     assert list(tschema.rows(docs)) == list(tschema.frame_rows(docs)) == ["good day", ""]
+
+
+def test_a_labels_per_hour_budget_sets_the_rate_from_the_measured_traffic(numeric):
+    cfg, _ = numeric
+    settings = GatewaySettings(labels_per_hour=2.0, rate_warmup_seconds=0.0)
+    with _client(cfg, settings=settings) as client:
+        before = client.get("/health").json()["target_rate"]
+        for _ in range(5):
+            assert client.post("/predict", json={"inputs": ROW}).status_code == 200
+        health = client.get("/health").json()
+    assert before == 0.3  # the policy's own rate until traffic is measured
+    # Thousands of records an hour at this pace: 2 labels an hour is a tiny share of them.
+    assert 0 < health["target_rate"] < 0.01
+    assert health["target_rate"] == pytest.approx(2.0 / health["records_per_hour"], rel=0.5)
