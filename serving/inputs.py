@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
 
+import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, create_model
 
@@ -82,8 +83,18 @@ class InputSchema:
         )
 
     def rows(self, inputs: Sequence[Mapping[str, Any]]) -> Any:
-        """The model's input for validated records: float32 rows, or texts (training's
-        :func:`loopwise.features.feature_matrix`, so both encode alike)."""
+        """The model's input for validated records: float32 rows in training's column
+        order, or the texts as an object array.
+
+        What :func:`loopwise.features.feature_matrix` makes of the same values (numbers and
+        booleans as float32, texts as they are) without building a DataFrame, which costs
+        more than the prediction; :meth:`frame_rows` goes through it (the tests compare)."""
+        if self.text_column is not None:
+            return np.array([r[self.text_column] for r in inputs], dtype=object)
+        return np.array([[r[c] for c in self.fields] for r in inputs], dtype=np.float32)
+
+    def frame_rows(self, inputs: Sequence[Mapping[str, Any]]) -> Any:
+        """:meth:`rows` by way of training's :func:`loopwise.features.feature_matrix`."""
         frame = pd.DataFrame([[r[c] for c in self.fields] for r in inputs], columns=[*self.fields])
         return feature_matrix(
             frame, feature_columns=list(self.fields), text_column=self.text_column

@@ -104,3 +104,55 @@ def wait_until(condition: Callable[[], bool], timeout: float = 30.0, every: floa
             return True
         time.sleep(every)
     return condition()
+
+
+def campaign_file(cfg: CampaignConfig, path: Path) -> Path:
+    """``cfg`` as a campaign YAML file (what ``python -m serving`` reads)."""
+    import yaml
+
+    path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", exclude_unset=True)))
+    return path
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def start_gateway(campaign_path: Path, port: int, log_path: Path) -> Any:
+    """``python -m serving`` in a subprocess on 127.0.0.1:``port``, answering /health
+    (within 120 s, else it is stopped and the error shows its log); the Popen."""
+    import os
+    import subprocess
+    import sys
+    import urllib.request
+
+    repo = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(repo)}
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "serving", str(campaign_path), "--port", str(port)],
+            cwd=repo,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+    def up() -> bool:
+        if proc.poll() is not None:
+            return True
+        try:
+            urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=1).close()
+            return True
+        except OSError:
+            return False
+
+    if not wait_until(up, timeout=120, every=0.2) or proc.poll() is not None:
+        proc.kill()
+        proc.wait(10)
+        raise RuntimeError(f"the gateway did not start: {log_path.read_text()[-3000:]}")
+    return proc

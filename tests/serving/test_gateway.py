@@ -15,6 +15,7 @@ from fastapi.testclient import TestClient
 from sklearn.dummy import DummyClassifier
 from sklearn.pipeline import make_pipeline
 
+from loopwise.features import model_inputs
 from loopwise.inference_log import validate_record
 from loopwise.stream_policy import StreamPolicy
 from serving.champion import ChampionUnavailable, ChampionWatcher
@@ -94,6 +95,7 @@ def test_a_batch_is_answered_in_order_and_every_record_logged(numeric):
     assert len(set(ids)) == 40
     log = {rec["request_id"]: rec for rec in logged(cfg)}
     assert set(log) == set(ids)
+    assert all(validate_record(rec) == rec for rec in log.values())  # only one was checked
     assert [log[i]["decision"] for i in ids] == [a["decision"] for a in answers]
     # 40 records at a 0.3 labeling rate: the policy asked about some and skipped others
     assert {a["decision"] for a in answers} >= {"skip"}
@@ -272,3 +274,34 @@ def test_the_watcher_keeps_the_model_when_the_registry_cannot_be_read(numeric, c
     with caplog.at_level(logging.WARNING, logger="loopwise.serving"):
         assert watcher.check() is True
     assert watcher.current()[1] == "2" and "MLflow answers again" in caplog.text
+
+
+def test_request_rows_encode_as_training_does(tmp_path, registry):
+    """The gateway's direct rows equal what training's feature_matrix makes of them."""
+    cfg = campaign(tmp_path, registry, "rows")
+    pool = pd.DataFrame({"x1": [1.5, 2.0], "flag": [True, False], "n": [3, 4], "y": ["a", "b"]})
+    schema = InputSchema.from_pool(cfg, pool)
+    assert schema.fields == {"x1": "number", "flag": "bool", "n": "number"}
+    inputs = [{"x1": 0.25, "flag": True, "n": 7}, {"x1": -1e6, "flag": False, "n": 0}]
+    np.testing.assert_array_equal(schema.rows(inputs), schema.frame_rows(inputs))
+    assert schema.rows(inputs).dtype == np.float32
+    (trained,) = model_inputs(cfg, pd.DataFrame(inputs).assign(y="a"))
+    np.testing.assert_array_equal(schema.rows(inputs), trained)
+    text = campaign(tmp_path, registry, "rowtext", text_column="text", labels=["neg", "pos"])
+    tschema = InputSchema.from_pool(text, pd.DataFrame({"text": ["a b"], "y": ["pos"]}))
+    docs = [{"text": "good day"}, {"text": ""}]
+    assert list(tschema.rows(docs)) == list(tschema.frame_rows(docs)) == ["good day", ""]
+
+
+def test_a_labels_per_hour_budget_sets_the_rate_from_the_measured_traffic(numeric):
+    cfg, _ = numeric
+    settings = GatewaySettings(labels_per_hour=2.0, rate_warmup_seconds=0.0)
+    with _client(cfg, settings=settings) as client:
+        before = client.get("/health").json()["target_rate"]
+        for _ in range(5):
+            assert client.post("/predict", json={"inputs": ROW}).status_code == 200
+        health = client.get("/health").json()
+    assert before == 0.3  # the policy's own rate until traffic is measured
+    # Thousands of records an hour at this pace: 2 labels an hour is a tiny share of them.
+    assert 0 < health["target_rate"] < 0.01
+    assert health["target_rate"] == pytest.approx(2.0 / health["records_per_hour"], rel=0.5)
