@@ -16,7 +16,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED ?= false
 export DO_NOT_TRACK ?= 1
 export GX_ANALYTICS_ENABLED ?= false
 
-.PHONY: help install chromium test test-fast lint demo demo-sim demo-clean down bench bench-quick clean labelstudio-start labelstudio-stop prefect-start prefect-stop
+.PHONY: help install chromium test test-fast lint demo demo-stream demo-sim demo-clean down bench bench-quick clean labelstudio-start labelstudio-stop prefect-start prefect-stop
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -64,6 +64,9 @@ lint: install  ## ruff
 demo: install  ## the real loop: Label Studio, Prefect server + worker, MLflow, simulated annotators, to a stop
 	$(RUN) python -m devstack.demo
 
+demo-stream: install  ## the production stream: gateway, live traffic with a drift midway, simulated annotators, triggers and retrains
+	$(RUN) python -m devstack.demo_stream
+
 demo-sim: install  ## simulated campaign on a real dataset (no servers): default strategy vs random
 	$(RUN) python -m loopwise.demo --out demo-output
 
@@ -72,7 +75,8 @@ down:  ## stop every server the demo or loopwise run started, the Prefect server
 	-$(RUN) python -m devstack.labelstudio_server stop
 
 demo-clean: down  ## forget the demo campaign: its state, MLflow store, Prefect and Label Studio data
-	rm -rf .loopwise/store/letter-demo .loopwise/mlflow.db .loopwise/mlartifacts/letter-demo \
+	rm -rf .loopwise/store/letter-demo .loopwise/store/letter-stream .loopwise/mlflow.db \
+	  .loopwise/mlartifacts/letter-demo .loopwise/mlartifacts/letter-stream \
 	  .loopwise/labelstudio/demo-data .loopwise/prefect/prefect.db .loopwise/run
 
 bench: install  ## label efficiency, selection cost (vs modAL, scikit-activeml), Label Studio I/O → bench/results/

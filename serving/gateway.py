@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
 import numpy as np
@@ -42,6 +42,7 @@ from storage.campaign import campaign_store
 from storage.inference_log import LogWriter, new_writer_id
 from storage.store import Store
 from tasks.evaluate import model_name
+from tasks.stream import BOOST
 
 __all__ = ["FEEDBACK_PREFIX", "LOG_PREFIX", "GatewaySettings", "create_app", "serve"]
 
@@ -64,6 +65,8 @@ class GatewaySettings:
     window: int | None = None
     commit_interval_ms: float = 5.0
     reload_seconds: float = 5.0
+    drift_boost: float = 3.0
+    drift_boost_records: int = 1000
     max_batch: int = 1000
     #: labels_per_hour: the request rate is measured over at least this long before use
     rate_warmup_seconds: float = 30.0
@@ -71,9 +74,7 @@ class GatewaySettings:
     @classmethod
     def from_config(cls, cfg: CampaignConfig) -> "GatewaySettings":
         """Read ``cfg.stream`` where the campaign has one; the defaults otherwise."""
-        stream = getattr(cfg, "stream", None)
-        if stream is None:
-            return cls()
+        stream = cfg.stream
         return cls(
             **{f.name: getattr(stream, f.name) for f in fields(cls) if hasattr(stream, f.name)}
         )
@@ -225,6 +226,10 @@ class _Gateway:
     n_query: int = 0
     n_control: int = 0
     own_watcher: bool = True
+    store: Store | None = None
+    boost_seen: Any = None  # the ``since`` of the last drift boost applied (or found at start)
+    boosts: int = 0
+    _stop: threading.Event = field(default_factory=threading.Event)
 
     @classmethod
     def start(
@@ -259,6 +264,8 @@ class _Gateway:
                 control_share=settings.control_share,
                 utility=settings.utility,
                 window=settings.window,
+                boost=settings.drift_boost,
+                boost_records=settings.drift_boost_records,
                 random_state=secrets.randbits(31),  # replicas draw their controls independently
             )
         store = store or campaign_store(cfg.storage_root, cfg.name)
@@ -287,7 +294,8 @@ class _Gateway:
             time.monotonic(),
             threading.Lock(),
             own_watcher=own,
-        )
+            store=store,
+        )._follow_boosts()
 
     def predict(self, batch: list[tuple[str | None, BaseModel]]) -> list[dict[str, Any]]:
         """Predict, decide and log ``(request_id, inputs)`` records; their answers."""
@@ -342,6 +350,7 @@ class _Gateway:
             "user": body.user,
             "time": _utc(body.time) if body.time else _now(),
             "received": _now(),
+            "feedback_id": uuid.uuid4().hex,
             "writer": self.writer_id,
             "schema": SCHEMA_VERSION,
         }
@@ -367,14 +376,52 @@ class _Gateway:
                 "records_logged": self.n_logged,
                 "feedback_logged": self.n_feedback,
                 "query_rate": self.n_query / n if n else 0.0,
+                "boosts": self.boosts,
+                "rate_now": float(self.policy.rate_),
                 "control_rate": self.n_control / n if n else 0.0,
                 "target_rate": float(self.policy.target_rate),
                 "records_per_hour": 3600 * n / elapsed if elapsed > 0 else 0.0,
                 "uptime_seconds": round(elapsed, 3),
             }
 
+    def _follow_boosts(self) -> "_Gateway":
+        """Check ``stream/boost.json`` every ``reload_seconds``: a drift trigger the stream
+        flow wrote after this process started raises the labeling rate (``boost_for``) for
+        the next ``drift_boost_records`` requests this replica serves. A boost written
+        before the start is history, not applied."""
+        self.boost_seen = (self._read_boost() or {}).get("since")
+
+        def follow() -> None:
+            while not self._stop.wait(self.settings.reload_seconds):
+                self.check_boost()
+
+        threading.Thread(target=follow, name="loopwise-boost", daemon=True).start()
+        return self
+
+    def _read_boost(self) -> dict[str, Any] | None:
+        try:
+            return self.store.read_json(BOOST) if self.store is not None else None
+        except Exception as exc:  # the store is down: serving goes on at the current rate
+            log.warning("cannot read %s: %s: %s", BOOST, type(exc).__name__, exc)
+            return None
+
+    def check_boost(self) -> bool:
+        """One check of the boost document; whether a new boost was applied."""
+        doc = self._read_boost()
+        if not doc or doc.get("since") == self.boost_seen:
+            return False
+        with self.lock:
+            self.policy.boost_for(int(doc.get("records") or self.settings.drift_boost_records))
+            self.boost_seen = doc.get("since")
+            self.boosts += 1
+        log.info(
+            "drift in window %s: labeling rate boosted %sx", doc.get("window"), doc.get("factor")
+        )
+        return True
+
     def close(self) -> None:
         """Flush and close the writers; stop the champion watcher this gateway started."""
+        self._stop.set()
         if self.own_watcher:
             self.watcher.stop()
         for writer in (self.log_writer, self.feedback_writer):

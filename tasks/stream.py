@@ -40,6 +40,7 @@ __all__ = [
     "TRIGGERS",
     "WINDOWS",
     "log_source",
+    "predict_missing",
     "read_jsonl_ids",
     "request_retrain",
     "run_key",
@@ -86,6 +87,45 @@ def log_source(cfg: CampaignConfig, store: Store) -> tuple[Store | str, str]:
 def read_jsonl_ids(store: Store, key: str, field: str) -> set[Any]:
     """The values of ``field`` in a ledger (what a replay must not append again)."""
     return {r.get(field) for r in store.read_jsonl(key)}
+
+
+@io_task
+def predict_missing(
+    cfg: CampaignConfig, records: list[dict[str, Any]]
+) -> tuple[list[dict[str, Any]], list[tuple[dict[str, Any], str]]]:
+    """Give the champion's probabilities and prediction to records another app logged
+    without them (their ``model_version`` becomes the champion's), as the gateway would;
+    the records it cannot read come back with the reason (quarantined by the caller)."""
+    from pydantic import ValidationError
+
+    from serving.champion import ChampionWatcher
+    from serving.inputs import InputSchema
+    from tasks.data import load_pool
+
+    if not records:
+        return [], []
+    schema = InputSchema.from_pool(cfg, load_pool.fn(cfg))
+    model, version = ChampionWatcher(cfg, start=False).current()
+    check = schema.pydantic_model()
+    good, bad = [], []
+    for r in records:
+        try:
+            check.model_validate(r.get("inputs") or {})
+        except ValidationError as err:
+            first = err.errors()[0]
+            where = ".".join(str(p) for p in ("inputs", *first["loc"]))
+            bad.append((r, f"{where}: {first['msg']}"))
+            continue
+        good.append(r)
+    if good:
+        proba = model.predict_proba(schema.rows([r["inputs"] for r in good]))
+        classes = [str(c) for c in model.classes_]
+        for r, p in zip(good, proba, strict=True):
+            r["proba"] = {c: float(v) for c, v in zip(classes, p, strict=True)}
+            r["prediction"] = classes[int(p.argmax())]
+            r["model_version"] = version
+            r["predicted_by"] = "stream flow"
+    return good, bad
 
 
 @io_task

@@ -49,6 +49,7 @@ from tasks.stream import (
     TRIGGERS,
     WINDOWS,
     log_source,
+    predict_missing,
     request_retrain,
     run_key,
     served_key,
@@ -99,16 +100,21 @@ def _decide_new(run: CampaignRun, st: dict[str, Any], n: int) -> dict[str, Any]:
     new = read_new(source, st["cursor"], prefix=prefix, limit=cfg.stream.max_records_per_run)
     raws = [raw for _, _, raw in new.records]
     good, bad = check_records(raws)
+    # Records another app logged without probabilities: the champion predicts them here.
+    missing = [r for r in good if not r.get("proba")]
+    if missing:
+        where = {id(r): i for i, r in zip(_valid_positions(raws, bad), good, strict=True)}
+        _, unreadable = predict_missing(cfg, missing)
+        gone = {id(r) for r, _ in unreadable}
+        bad = sorted([*bad, *((where[id(r)], r, why) for r, why in unreadable)], key=lambda b: b[0])
+        good = [r for r in good if id(r) not in gone]
     _quarantine(store, n, new.records, bad)
     policy = _policy(run, st.get("policy"))
     for rec in good:
-        if rec.get("decision") is None and rec.get("proba"):
+        if rec.get("decision") is None:  # logged by an app that does not decide: decide here
             d = policy.decide(np.asarray(list(rec["proba"].values()), dtype=float))
             rec.update(decision=d.decision, score=d.score, threshold=d.threshold)
             rec["decided_by"] = "stream flow"
-        elif rec.get("decision") is None:
-            rec["decision"] = "skip"
-            rec["decided_by"] = "stream flow: no probabilities logged"
     _write_served(store, n, good)
     window, windows = _windows(run, st.get("window"), good)
     text = cfg.data.text_column
@@ -130,6 +136,12 @@ def _decide_new(run: CampaignRun, st: dict[str, Any], n: int) -> dict[str, Any]:
         "window": window,
         "windows": windows,
     }
+
+
+def _valid_positions(raws: list[Any], bad: list[tuple[int, Any, str]]) -> list[int]:
+    """The positions in ``raws`` of the records :func:`check_records` found good, in order."""
+    rejected = {i for i, _, _ in bad}
+    return [i for i in range(len(raws)) if i not in rejected]
 
 
 def _policy(run: CampaignRun, state: dict[str, Any] | None) -> StreamPolicy:

@@ -221,9 +221,29 @@ def scenario(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Sce
             calm = live.iloc[: 2 * WINDOW]
             ids = _send(gw, calm, "calm")
             sc.truth |= {f"s-{i}": t for i, t in zip(ids, calm["truth"], strict=True)}
+            # Another app's records: one without a time, one without probabilities or a
+            # decision (the flow predicts and decides it), one missing an input.
+            row = {f: float(v) for f, v in zip(FEATURES, live.iloc[-1][FEATURES], strict=True)}
+            when = "2026-12-01T00:00:00Z"
             store.append_jsonl(
                 "stream/log/other-app/000000.jsonl",
-                [{"request_id": "broken-1", "model_name": "m", "inputs": {"f0": 1.0}}],
+                [
+                    {"request_id": "broken-1", "model_name": "m", "inputs": {"f0": 1.0}},
+                    {
+                        "request_id": "ext-1",
+                        "time": when,
+                        "model_name": "m",
+                        "model_version": None,
+                        "inputs": row,
+                    },
+                    {
+                        "request_id": "ext-2",
+                        "time": when,
+                        "model_name": "m",
+                        "model_version": None,
+                        "inputs": {"f0": 1.0},
+                    },
+                ],
             )
             sc.bad_rejected = gw.post("/predict", json={"inputs": {"f0": "x"}}).status_code
 
@@ -321,10 +341,12 @@ def test_stream_tasks_carry_the_served_prediction_and_its_model_version(scenario
 def test_every_logged_request_is_read_once_and_bad_ones_are_quarantined(scenario):
     runs = [scenario.store.read_json(k) for k in scenario.store.list("stream/runs")]
     valid = sum(r["valid"] for r in runs)
-    assert valid == 4 * WINDOW  # calm and drifted traffic, each request once
+    assert valid == 4 * WINDOW + 1  # calm and drifted traffic, each request once; ext-1
+    assert runs[0]["decided_here"] == 1, "the record logged without a decision"
     bad = scenario.store.read_jsonl("quarantine/stream-log.jsonl")
-    assert [b["values"]["request_id"] for b in bad] == ["broken-1"]
-    assert "time" in bad[0]["reason"]
+    assert [b["values"]["request_id"] for b in bad] == ["broken-1", "ext-2"]
+    assert bad[0]["reason"].startswith("time")
+    assert bad[1]["reason"].startswith("inputs.f1")
     assert scenario.bad_rejected == 422
 
 
@@ -373,8 +395,8 @@ def test_the_retrain_is_gated_once_and_logged(scenario):
 
 def test_the_report_has_a_stream_section(scenario):
     st = scenario.report["stream"]
-    assert st["records"] == 4 * WINDOW + 1
-    assert st["quarantined"] == 1
+    assert st["records"] == 4 * WINDOW + 3
+    assert st["quarantined"] == 2
     assert st["labels"] >= 10
     assert len(st["windows"]) == 4
     assert len(st["triggers"]) == 1 and len(st["retrains"]) == 1

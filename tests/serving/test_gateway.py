@@ -305,3 +305,26 @@ def test_a_labels_per_hour_budget_sets_the_rate_from_the_measured_traffic(numeri
     # Thousands of records an hour at this pace: 2 labels an hour is a tiny share of them.
     assert 0 < health["target_rate"] < 0.01
     assert health["target_rate"] == pytest.approx(2.0 / health["records_per_hour"], rel=0.5)
+
+
+def test_a_drift_boost_written_after_the_start_raises_the_labeling_rate_once(numeric):
+    from storage.campaign import campaign_store
+    from tasks.stream import BOOST
+
+    cfg, _ = numeric
+    store = campaign_store(cfg.storage_root, cfg.name)
+    store.write_json(BOOST, {"since": "old", "records": 50, "factor": 3.0, "window": 0})
+    with _client(cfg) as client:
+        gw = client.app.state.gateway
+        base = gw.policy.rate_
+        assert not gw.check_boost(), "a boost written before the start is not applied"
+        store.write_json(BOOST, {"since": "new", "records": 50, "factor": 3.0, "window": 4})
+        assert gw.check_boost()
+        boosted = client.get("/health").json()
+        assert not gw.check_boost(), "the same boost is applied once"
+        for _ in range(60):
+            assert client.post("/predict", json={"inputs": ROW}).status_code == 200
+        after = gw.policy.rate_
+    assert boosted["boosts"] == 1
+    assert boosted["rate_now"] > base
+    assert after == pytest.approx(base), "back to the target after the boosted records"
