@@ -238,39 +238,42 @@ def run(timeout: float) -> int:
     traffic = Traffic()
     threading.Thread(target=generate, args=(cfg, url, traffic), daemon=True).start()
     start, seen, version, seed, done_after = time.monotonic(), {}, None, 100, None
-    retrains_before = len(store.read_jsonl("stream/retrains.jsonl"))
+    at_drift = None  # retrains done when the drift started
+    ticks = 0
     while time.monotonic() - start < timeout:
         t = time.monotonic() - start
         health = _get(f"{url}/health")
         if health["model_version"] != version:
             version = health["model_version"]
             print(f"[{t:6.1f}s] the gateway serves v{version}", flush=True)
-        if traffic.drift_at and not seen.get("drift"):
-            seen["drift"] = 1
+        if traffic.drift_at and at_drift is None:
+            at_drift = len(store.read_jsonl("stream/retrains.jsonl"))
             print(f"[{t:6.1f}s] DRIFT starts in the traffic", flush=True)
         for line in _events(store, seen):
             print(f"[{t:6.1f}s] {line}", flush=True)
-        st = store.read_json("stream/state.json") or {}
-        if int(t) % 10 == 0:
+        ticks += 1
+        if ticks % 5 == 1:
+            st = store.read_json("stream/state.json") or {}
             print(
-                f"[{t:6.1f}s] {traffic.sent} requests sent; gateway asked "
-                f"{health['query_rate'] + health['control_rate']:.1%}; stream run "
-                f"{st.get('run', 0)} read {st.get('records', 0)}",
+                f"[{t:6.1f}s] {traffic.sent} requests sent; the gateway asks about "
+                f"{health['rate_now']:.1%} now ({health['boosts']} drift boost(s)); stream run "
+                f"{st.get('run', 0)} has read {st.get('records', 0)}",
                 flush=True,
             )
         with traffic.lock:
             truth = dict(traffic.truth)
         seed += 1
         _annotate_stream(cfg, token, truth, seed)
-        retrains = store.read_jsonl("stream/retrains.jsonl")[retrains_before:]
-        after_drift = [r for r in retrains if "drift" in r["key"]]
-        if after_drift and traffic.done and done_after is None:
+        retrains = store.read_jsonl("stream/retrains.jsonl")
+        after = retrains[at_drift:] if at_drift is not None else []
+        if any("drift" in r["key"] for r in after) and traffic.done and done_after is None:
             done_after = time.monotonic()
-        if done_after is not None and time.monotonic() - done_after > 2 * cfg.stream.reload_seconds:
+        if done_after is not None and time.monotonic() - done_after > 3 * cfg.stream.reload_seconds:
+            print(f"[{t:6.1f}s] the gateway serves v{_get(f'{url}/health')['model_version']}")
             break
         time.sleep(2)
     else:
-        print(f"(stopped after {timeout:.0f} s without a drift retrain)")
+        print(f"(stopped after {timeout:.0f} s without a retrain after the drift)")
     if traffic.errors:
         print(f"{len(traffic.errors)} request error(s), first: {traffic.errors[0]}")
     subprocess.run(

@@ -14,8 +14,9 @@ Store layout of a campaign's stream (beside its pool ledgers):
   version and prediction (attribution; the training rows of stream labels);
 - ``stream/windows.jsonl``, ``stream/triggers.jsonl``, ``stream/retrains.jsonl`` — the
   drift windows, every trigger that fired, every retrain and its gate decision;
-- ``stream/reference.parquet`` — the holdout's inputs and labels: what live windows are
-  compared with until a drift trigger (then the drifted window is);
+- ``stream/reference/v<version>.parquet`` — the holdout's inputs and the predictions of
+  a served version on them: what live windows are compared with until a drift trigger
+  (then the drifted window is);
 - ``stream/boost.json`` — the labeling-rate boost after drift (the gateway reads it).
 """
 
@@ -33,7 +34,6 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BOOST",
-    "REFERENCE",
     "RETRAINS",
     "SELECTED",
     "STATE",
@@ -41,7 +41,9 @@ __all__ = [
     "WINDOWS",
     "log_source",
     "predict_missing",
+    "predict_reference",
     "read_jsonl_ids",
+    "reference_key",
     "request_retrain",
     "run_key",
     "served_key",
@@ -54,7 +56,6 @@ WINDOWS = "stream/windows.jsonl"
 TRIGGERS = "stream/triggers.jsonl"
 RETRAINS = "stream/retrains.jsonl"
 BOOST = "stream/boost.json"
-REFERENCE = "stream/reference.parquet"
 LOG_PREFIX = "stream/log"
 FEEDBACK_PREFIX = "stream/feedback"
 QUARANTINE = "quarantine/stream-log.jsonl"
@@ -68,6 +69,11 @@ def run_key(n: int) -> str:
 def window_key(w: int) -> str:
     """The inputs and predictions of drift window ``w``, as Parquet."""
     return f"stream/windows/{w:06d}.parquet"
+
+
+def reference_key(version: str) -> str:
+    """The holdout's inputs with the predictions of model ``version``, as Parquet."""
+    return f"stream/reference/v{version}.parquet"
 
 
 def served_key(n: int) -> str:
@@ -126,6 +132,21 @@ def predict_missing(
             r["model_version"] = version
             r["predicted_by"] = "stream flow"
     return good, bad
+
+
+@io_task
+def predict_reference(cfg: CampaignConfig, version: str, frame: Any) -> list[str]:
+    """The predictions of registered model ``version`` on ``frame`` (holdout rows)."""
+    import mlflow.sklearn
+
+    from serving.inputs import InputSchema
+    from tasks.evaluate import _client, model_name
+
+    _client(cfg)  # the tracking URI and the bounded HTTP retries
+    model = mlflow.sklearn.load_model(f"models:/{model_name(cfg)}/{version}")
+    schema = InputSchema.from_pool(cfg, frame)
+    rows = schema.rows(frame[list(schema.fields)].to_dict("records"))
+    return [str(p) for p in model.predict(rows)]
 
 
 @io_task

@@ -42,7 +42,6 @@ from tasks.stream import (
     BOOST,
     FEEDBACK_PREFIX,
     QUARANTINE,
-    REFERENCE,
     RETRAINS,
     SELECTED,
     STATE,
@@ -50,6 +49,8 @@ from tasks.stream import (
     WINDOWS,
     log_source,
     predict_missing,
+    predict_reference,
+    reference_key,
     request_retrain,
     run_key,
     served_key,
@@ -212,16 +213,21 @@ def _windows(
     """The open window after ``good``, and a summary of each window they complete
     (its inputs kept as ``stream/windows/<w>.parquet``, the reference of a later drift)."""
     size = run.cfg.stream.triggers.drift_window
-    window = window or {"index": 0, "inputs": [], "predictions": [], "start": None}
+    window = window or _new_window(0)
     done = []
     for r in good:
         window["inputs"].append(r.get("inputs") or {})
         window["predictions"].append(r.get("prediction"))
+        window.setdefault("versions", []).append(r.get("model_version"))
         window["start"] = window["start"] or r["time"]
         if len(window["inputs"]) >= size:
             done.append(_close_window(run, window, r["time"]))
-            window = {"index": window["index"] + 1, "inputs": [], "predictions": [], "start": None}
+            window = _new_window(window["index"] + 1)
     return window, done
+
+
+def _new_window(index: int) -> dict[str, Any]:
+    return {"index": index, "inputs": [], "predictions": [], "versions": [], "start": None}
 
 
 def _close_window(run: CampaignRun, window: dict[str, Any], end: str) -> dict[str, Any]:
@@ -232,7 +238,8 @@ def _close_window(run: CampaignRun, window: dict[str, Any], end: str) -> dict[st
     predictions = [None if p is None else str(p) for p in window["predictions"]]
     kept = frame.assign(**{PREDICTION: predictions})
     store.write_bytes(window_key(window["index"]), _parquet(kept))
-    ref_inputs, ref_classes, ref_name = _reference(run)
+    served = Counter(v for v in window.get("versions", []) if v is not None).most_common(1)
+    ref_inputs, ref_classes, ref_name = _reference(run, served[0][0] if served else None)
     rules = trigger_rules(cfg)
     numeric = [c for c in frame.columns if c in ref_inputs.columns]
     inputs = input_drift(
@@ -269,24 +276,29 @@ def _parquet(frame: pd.DataFrame) -> bytes:
     return buf.getvalue()
 
 
-def _reference(run: CampaignRun) -> tuple[pd.DataFrame, list[str], str]:
+def _reference(run: CampaignRun, version: str | None) -> tuple[pd.DataFrame, list[str], str]:
     """What a live window is compared with: the window of the last drift trigger (the
-    stream as it was when the campaign last adapted to it), else the holdout — a uniform
-    sample of the data the model was built for, its inputs and its class mix. (Not the
-    labeled snapshot: actively chosen rows are drifted from the stream by design.)"""
+    stream as it was when the campaign last adapted to it); else the holdout, a uniform
+    sample of the population the model was built for, with the predictions of the version
+    that served the window (its class mix without drift). Not the labeled snapshot:
+    actively chosen rows are drifted from the stream by design."""
     store = run.store
     ref = stream_state(store).get("reference_window")
-    key = window_key(ref) if ref is not None else REFERENCE
-    if ref is None and not store.exists(REFERENCE):
+    if ref is not None and store.exists(window_key(ref)):
+        frame = store.read_parquet(window_key(ref))
+        return frame, frame.pop(PREDICTION).dropna().astype(str).tolist(), f"window {ref}"
+    if version is None:
+        return pd.DataFrame(), [], "none"
+    key = reference_key(version)
+    if not store.exists(key):
         data = run.load_data()
         cfg = run.cfg
         drop = [c for c in ("item_id", cfg.data.label_column, cfg.data.id_column) if c]
         frame = data.holdout.drop(columns=[c for c in drop if c in data.holdout])
-        labels = data.holdout[cfg.data.label_column].astype(str).tolist()
-        store.write_bytes(REFERENCE, _parquet(frame.assign(**{PREDICTION: labels})))
+        predicted = predict_reference(cfg, version, frame)
+        store.write_bytes(key, _parquet(frame.assign(**{PREDICTION: predicted})))
     frame = store.read_parquet(key)
-    classes = frame.pop(PREDICTION).dropna().astype(str).tolist()
-    return frame, classes, f"window {ref}" if ref is not None else "holdout"
+    return frame, frame.pop(PREDICTION).dropna().astype(str).tolist(), f"holdout (v{version})"
 
 
 # ------------------------------------------------------------------ dispatch
@@ -451,11 +463,15 @@ def _triggers(
     holdout = _holdout_accuracy(run, retrains).get(str(version))
     answered = {t["numbers"].get("window_index") for t in asked if "drift" in t["rule"]}
     ref = stream_state(store).get("reference_window")
-    now = "holdout" if ref is None else f"window {ref}"
     drift = {"input_drift": None, "prediction_drift": None}
     for w in store.read_jsonl(WINDOWS):
         # Windows measured against an older reference are history, not evidence now.
-        if w["window"] in answered or w["reference"] != now:
+        stale = (
+            w["reference"].startswith("window")
+            if ref is None
+            else w["reference"] != f"window {ref}"
+        )
+        if w["window"] in answered or stale:
             continue
         for rule in drift:
             if drift[rule] is None and w[rule]["fired"]:
