@@ -14,9 +14,9 @@ Store layout of a campaign's stream (beside its pool ledgers):
   version and prediction (attribution; the training rows of stream labels);
 - ``stream/windows.jsonl``, ``stream/triggers.jsonl``, ``stream/retrains.jsonl`` — the
   drift windows, every trigger that fired, every retrain and its gate decision;
-- ``stream/reference/v<version>.parquet`` — the holdout's inputs and the predictions of
-  a served version on them: what live windows are compared with until a drift trigger
-  (then the drifted window is);
+- ``stream/reference/<holdout|w<window>>-v<version>.parquet`` — the reference inputs
+  (the holdout; after a drift trigger, the window that fired it) with a served version's
+  predictions on them: what a live window served by that version is compared with;
 - ``stream/boost.json`` — the labeling-rate boost after drift (the gateway reads it).
 """
 
@@ -71,9 +71,11 @@ def window_key(w: int) -> str:
     return f"stream/windows/{w:06d}.parquet"
 
 
-def reference_key(version: str) -> str:
-    """The holdout's inputs with the predictions of model ``version``, as Parquet."""
-    return f"stream/reference/v{version}.parquet"
+def reference_key(version: str, window: int | None = None) -> str:
+    """The reference inputs (the holdout, or drift window ``window``) with the predictions
+    of model ``version``, as Parquet."""
+    base = "holdout" if window is None else f"w{window:06d}"
+    return f"stream/reference/{base}-v{version}.parquet"
 
 
 def served_key(n: int) -> str:

@@ -277,28 +277,30 @@ def _parquet(frame: pd.DataFrame) -> bytes:
 
 
 def _reference(run: CampaignRun, version: str | None) -> tuple[pd.DataFrame, list[str], str]:
-    """What a live window is compared with: the window of the last drift trigger (the
-    stream as it was when the campaign last adapted to it); else the holdout, a uniform
-    sample of the population the model was built for, with the predictions of the version
-    that served the window (its class mix without drift). Not the labeled snapshot:
-    actively chosen rows are drifted from the stream by design."""
+    """What a live window is compared with, and the predictions of the version that served
+    the window on it (its class mix where nothing drifted; a new champion gets its own).
+
+    The inputs: the holdout, a uniform sample of the population the model was built for
+    (not the labeled snapshot: actively chosen rows are drifted from the stream by
+    design); after a drift trigger, the window that fired it (the stream as it was when
+    the campaign last adapted to it)."""
     store = run.store
     ref = stream_state(store).get("reference_window")
-    if ref is not None and store.exists(window_key(ref)):
-        frame = store.read_parquet(window_key(ref))
-        return frame, frame.pop(PREDICTION).dropna().astype(str).tolist(), f"window {ref}"
+    name = "holdout" if ref is None else f"window {ref}"
     if version is None:
-        return pd.DataFrame(), [], "none"
-    key = reference_key(version)
+        return pd.DataFrame(), [], name
+    key = reference_key(version, ref)
     if not store.exists(key):
-        data = run.load_data()
-        cfg = run.cfg
-        drop = [c for c in ("item_id", cfg.data.label_column, cfg.data.id_column) if c]
-        frame = data.holdout.drop(columns=[c for c in drop if c in data.holdout])
-        predicted = predict_reference(cfg, version, frame)
+        if ref is None:
+            data, cfg = run.load_data(), run.cfg
+            drop = [c for c in ("item_id", cfg.data.label_column, cfg.data.id_column) if c]
+            frame = data.holdout.drop(columns=[c for c in drop if c in data.holdout])
+        else:
+            frame = store.read_parquet(window_key(ref)).drop(columns=PREDICTION)
+        predicted = predict_reference(run.cfg, version, frame)
         store.write_bytes(key, _parquet(frame.assign(**{PREDICTION: predicted})))
     frame = store.read_parquet(key)
-    return frame, frame.pop(PREDICTION).dropna().astype(str).tolist(), f"holdout (v{version})"
+    return frame, frame.pop(PREDICTION).astype(str).tolist(), name
 
 
 # ------------------------------------------------------------------ dispatch
@@ -466,11 +468,7 @@ def _triggers(
     drift = {"input_drift": None, "prediction_drift": None}
     for w in store.read_jsonl(WINDOWS):
         # Windows measured against an older reference are history, not evidence now.
-        stale = (
-            w["reference"].startswith("window")
-            if ref is None
-            else w["reference"] != f"window {ref}"
-        )
+        stale = w["reference"] != ("holdout" if ref is None else f"window {ref}")
         if w["window"] in answered or stale:
             continue
         for rule in drift:
