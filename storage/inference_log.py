@@ -291,7 +291,7 @@ class LogWriter:
         records = [r for req in group for r in req.records]
         error: BaseException | None = None
         try:
-            self.store.append_jsonl(self.segment, records)
+            self.store.append_jsonl(self.segment, records, compact=True)
         except BaseException as err:  # handed to every waiter of the group
             error = err
             log.warning(

@@ -505,12 +505,24 @@ class Store:
 
     # -- ledgers (append-only JSONL)
 
-    def append_jsonl(self, key: str, records: Iterable[Mapping[str, Any]]) -> int:
+    def append_jsonl(
+        self, key: str, records: Iterable[Mapping[str, Any]], *, compact: bool = False
+    ) -> int:
         """Append records as JSON lines, durable before returning; the number appended.
 
-        Local: one fsync'd append to the file. S3: one new segment object.
+        Local: one fsync'd append to the file. S3: one new segment object. ``compact``
+        encodes with orjson (no spaces; NaN and infinities as null): about ten times
+        faster, for the inference log's hot path, whose records are validated JSON.
         """
         k = _check_key(key)
+        if compact:
+            import orjson
+
+            option = orjson.OPT_SORT_KEYS | orjson.OPT_APPEND_NEWLINE
+            data = b"".join(orjson.dumps(r, option=option, default=str) for r in records)
+            if data:
+                self._backend.append(k, data)
+            return data.count(b"\n")
         lines = [json.dumps(r, sort_keys=True, default=str) + "\n" for r in records]
         if not lines:
             return 0

@@ -41,6 +41,32 @@ def status(campaign: CampaignArg) -> None:
     out.print(table)
 
 
+def _stream_rows(st: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """The production stream in three rows (none for a campaign without one)."""
+    if not st:
+        return []
+    rate = "—" if st["labeling_rate"] is None else f"{st['labeling_rate']:.1%}"
+    online = ", ".join(
+        f"v{v} {a['accuracy']:.3f} ({a['low']:.3f}–{a['high']:.3f}, n={a['n']})"
+        for v, a in st["online_accuracy"].items()
+    )
+    last = st["triggers"][-1] if st["triggers"] else None
+    return [
+        (
+            "stream",
+            f"{st['records']:,} request(s) read ({st['quarantined']:,} quarantined), "
+            f"{rate} asked about, {st['labels']:,} labeled",
+        ),
+        ("online accuracy", online or "— (no control label yet)"),
+        (
+            "last trigger",
+            "—"
+            if last is None
+            else f"{last['rule']}: {last['sentence']} ({len(st['retrains'])} retrain(s) done)",
+        ),
+    ]
+
+
 def _status_rows(cfg: CampaignConfig, rec: dict[str, Any]) -> list[tuple[str, str]]:
     """The rows of ``status`` for a started campaign, from its records."""
     state: CampaignState = rec["state"]
@@ -62,6 +88,7 @@ def _status_rows(cfg: CampaignConfig, rec: dict[str, Any]) -> list[tuple[str, st
     ]
     if rec.get("edits"):
         rows.append(("pool edits", _edits_line(rec["edits"])))
+    rows += _stream_rows(rec.get("stream"))
     if state.open_batch:
         rows += _open_batch_rows(cfg, state, accepted)
     if state.review_queue:

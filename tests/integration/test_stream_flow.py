@@ -171,6 +171,9 @@ class Scenario:
     versions_after: int = 0
     bad_rejected: int = 0
     report: dict[str, Any] | None = None
+    busy: dict[str, Any] | None = None
+    busy_wrote: bool = True
+    cli_status: Any = None
 
 
 def _send(client, rows: pd.DataFrame, prefix: str) -> list[str]:
@@ -302,7 +305,22 @@ def scenario(harness, label_studio, ls_client, tmp_path_factory) -> Iterator[Sce
             sc.retrained = retrain(**params)
             sc.retrained_again = retrain(**params)
             sc.versions_after = len(client.search_model_versions(f"name='{model}'"))
+        # A second stream run while another holds the campaign does nothing.
+        from storage.campaign import acquire_lease
+
+        held = acquire_lease(store, "another stream run", 60)
+        try:
+            runs_before = store.list("stream/runs")
+            sc.busy = stream(campaign=str(path))
+            sc.busy_wrote = store.list("stream/runs") != runs_before
+        finally:
+            held.release()
         sc.report = campaign_records(store)
+        from typer.testing import CliRunner
+
+        from flows.cli import app
+
+        sc.cli_status = CliRunner().invoke(app, ["status", str(path)])
         yield sc
 
 
@@ -401,3 +419,17 @@ def test_the_report_has_a_stream_section(scenario):
     assert len(st["windows"]) == 4
     assert len(st["triggers"]) == 1 and len(st["retrains"]) == 1
     assert st["online_accuracy"], "control labels give an online accuracy per version"
+
+
+def test_a_second_stream_run_while_the_campaign_is_held_does_nothing(scenario):
+    assert scenario.busy["status"] == "busy"
+    assert scenario.busy["holder"]["holder"] == "another stream run"
+    assert not scenario.busy_wrote
+
+
+def test_loopwise_status_shows_the_stream(scenario):
+    out = scenario.cli_status
+    assert out.exit_code == 0, out.output
+    text = " ".join(out.output.split())
+    assert f"{4 * WINDOW + 3:,} request(s) read (2 quarantined)" in text
+    assert "last trigger input_drift" in text or "last trigger prediction_drift" in text

@@ -146,11 +146,11 @@ def test_a_failing_append_raises_to_every_writer_of_the_group(store, monkeypatch
     fail = threading.Event()
     fail.set()
 
-    def flaky(key, records):
+    def flaky(key, records, **kw):
         if fail.is_set():
             fail.clear()
             raise OSError("disk full")
-        return real(key, records)
+        return real(key, records, **kw)
 
     monkeypatch.setattr(store, "append_jsonl", flaky)
     with LogWriter(store, writer_id="w", commit_interval=0.05) as writer:
