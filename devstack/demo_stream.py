@@ -172,22 +172,21 @@ def _annotate_stream(cfg, token: str, truth: dict[str, str], seed: int) -> None:
 
 def _events(store, seen: dict[str, int]) -> Iterator[str]:
     """New lines of the stream's ledgers since the last call."""
-    from tasks.stream import RETRAINS, TRIGGERS
+    from tasks.stream import REQUESTED, RETRAINS, TRIGGERS
 
     for key, say in (
+        (TRIGGERS, lambda t: f"TRIGGER {t['rule']}: {t['sentence']}"),
         (
-            TRIGGERS,
-            lambda t: (
-                f"TRIGGER {t['rule']}: {t['sentence']} → retrain run "
-                f"{t.get('flow_run_name') or t.get('reason')}"
+            REQUESTED,
+            lambda r: (
+                f"RETRAIN RUN {r.get('flow_run_name') or r.get('reason')} created for {r['key']}"
             ),
         ),
         (
             RETRAINS,
             lambda r: (
-                f"RETRAIN {r['key']}: {r['labels']} labels ({r['stream_labels']} "
-                f"from the stream), holdout accuracy {r['accuracy']:.4f}, v{r['model_version']}: "
-                f"{r['gate']}"
+                f"RETRAIN {r['key']}: {r['labels']} labels ({r['stream_labels']} from the "
+                f"stream), holdout accuracy {r['accuracy']:.4f}, v{r['model_version']}: {r['gate']}"
             ),
         ),
     ):

@@ -63,7 +63,13 @@ def _stream_step(run: CampaignRun) -> dict[str, Any]:
         f"stream run {decided['run']}: {decided['records']} record(s) read "
         f"({decided['quarantined']} quarantined), {decided['decisions']}; "
         f"{dispatched['created']} task(s) created; {feedback['new']} feedback answer(s); "
-        + (f"retrain: {triggered['sentence']}" if triggered.get("fired") else "no retrain")
+        + (
+            f"retrain {triggered['key']} requested"
+            if triggered.get("created") is not None
+            else f"a retrain is pending ({triggered['pending']})"
+            if triggered.get("pending")
+            else "no retrain"
+        )
     )
     return {
         "status": "streamed",

@@ -5,6 +5,7 @@
   served prediction and the model version that served it;
 - :func:`feedback_annotation` — a production app's feedback as an annotation of its own
   annotator (``feedback:<user>``), weighed by consensus like any other answer;
+- :func:`next_retrain` — which fired trigger asks for the next retrain, one at a time;
 - :func:`attribution` — every stream label joined to its request, the served version and
   its prediction;
 - :func:`stream_summary` — traffic, labeling rate, online accuracy per served version
@@ -28,6 +29,7 @@ __all__ = [
     "batch_record",
     "feedback_annotation",
     "is_stream_item",
+    "next_retrain",
     "stream_summary",
 ]
 
@@ -117,6 +119,28 @@ def feedback_id(feedback: Mapping[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
 
 
+def next_retrain(
+    triggers: Sequence[Mapping[str, Any]],
+    requested: Sequence[Mapping[str, Any]],
+    retrains: Sequence[Mapping[str, Any]],
+) -> tuple[str | None, Mapping[str, Any] | None]:
+    """(the key of a retrain requested and not done yet, the trigger to request one for).
+
+    One retrain at a time: while a created run has not finished, nothing is requested
+    (the first element names it). Otherwise the first trigger that fired after the last
+    request, and was never requested, asks for the next one: a retrain trains on every
+    label there is when it starts, so the triggers that fired before its request are
+    answered by it. Times are ISO-8601 strings in UTC (they sort as times)."""
+    done = {r["key"] for r in retrains}
+    pending = [r["key"] for r in requested if r.get("created") and r["key"] not in done]
+    if pending:
+        return pending[-1], None
+    since = max((str(r["time"]) for r in requested), default="")
+    asked = {r["key"] for r in requested}
+    waiting = [t for t in triggers if str(t["time"]) > since and t["key"] not in asked]
+    return None, (waiting[0] if waiting else None)
+
+
 def attribution(
     selected: Iterable[Mapping[str, Any]], labels: Mapping[str, Mapping[str, Any]]
 ) -> list[dict[str, Any]]:
@@ -148,6 +172,7 @@ def stream_summary(
     windows: Sequence[Mapping[str, Any]],
     triggers: Sequence[Mapping[str, Any]],
     retrains: Sequence[Mapping[str, Any]],
+    requested: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
     """What the report shows of the stream.
 
@@ -169,6 +194,9 @@ def stream_summary(
         "labels_by_decision": dict(Counter(str(a.get("decision")) for a in attributed)),
         "online_accuracy": online_accuracy(attributed),
         "windows": [dict(w) for w in windows],
-        "triggers": [dict(t) for t in triggers],
+        "triggers": [
+            {**t, "request": next((r for r in requested if r["key"] == t["key"]), None)}
+            for t in triggers
+        ],
         "retrains": [dict(r) for r in retrains],
     }

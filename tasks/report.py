@@ -184,7 +184,7 @@ def campaign_records(store: Store) -> dict[str, Any]:
 def _stream_records(store: Store, ledgers: Ledgers | None) -> dict[str, Any] | None:
     """The stream section's numbers (None for a campaign without a stream)."""
     from loopwise.streaming import attribution, stream_summary
-    from tasks.stream import RETRAINS, SELECTED, TRIGGERS, WINDOWS
+    from tasks.stream import REQUESTED, RETRAINS, SELECTED, TRIGGERS, WINDOWS
 
     runs = [store.read_json(k) for k in store.list("stream/runs")]
     if not runs:
@@ -196,6 +196,7 @@ def _stream_records(store: Store, ledgers: Ledgers | None) -> dict[str, Any] | N
         store.read_jsonl(WINDOWS),
         store.read_jsonl(TRIGGERS),
         store.read_jsonl(RETRAINS),
+        store.read_jsonl(REQUESTED),
     )
 
 

@@ -12,8 +12,9 @@ Store layout of a campaign's stream (beside its pool ledgers):
   decision, inputs): what feedback is matched against;
 - ``stream/selected.jsonl`` — every record sent for a label, with its request, served
   version and prediction (attribution; the training rows of stream labels);
-- ``stream/windows.jsonl``, ``stream/triggers.jsonl``, ``stream/retrains.jsonl`` — the
-  drift windows, every trigger that fired, every retrain and its gate decision;
+- ``stream/windows.jsonl``, ``stream/triggers.jsonl``, ``stream/requested.jsonl``,
+  ``stream/retrains.jsonl`` — the drift windows, every trigger that fired, every retrain
+  run created (idempotency key, flow run), every retrain done and its gate decision;
 - ``stream/reference/<holdout|w<window>>-v<version>.parquet`` — the reference inputs
   (the holdout; after a drift trigger, the window that fired it) with a served version's
   predictions on them: what a live window served by that version is compared with;
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "BOOST",
+    "REQUESTED",
     "RETRAINS",
     "SELECTED",
     "STATE",
@@ -54,6 +56,7 @@ STATE = "stream/state.json"
 SELECTED = "stream/selected.jsonl"
 WINDOWS = "stream/windows.jsonl"
 TRIGGERS = "stream/triggers.jsonl"
+REQUESTED = "stream/requested.jsonl"
 RETRAINS = "stream/retrains.jsonl"
 BOOST = "stream/boost.json"
 LOG_PREFIX = "stream/log"

@@ -22,7 +22,13 @@ from loopwise.features import model_inputs
 from loopwise.inference_log import check_records
 from loopwise.state import Stage, now_iso
 from loopwise.stream_policy import StreamPolicy
-from loopwise.streaming import attribution, batch_record, feedback_annotation, is_stream_item
+from loopwise.streaming import (
+    attribution,
+    batch_record,
+    feedback_annotation,
+    is_stream_item,
+    next_retrain,
+)
 from loopwise.triggers import (
     TRIGGER_ORDER,
     TriggerDecision,
@@ -42,6 +48,7 @@ from tasks.stream import (
     BOOST,
     FEEDBACK_PREFIX,
     QUARANTINE,
+    REQUESTED,
     RETRAINS,
     SELECTED,
     STATE,
@@ -407,47 +414,56 @@ def _feedback_item(req: dict[str, Any], text_column: str | None) -> dict[str, An
 
 
 def evaluate_and_request(run: CampaignRun, doc: dict[str, Any]) -> dict[str, Any]:
-    """Evaluate the retrain triggers; the first that fires creates one retrain run (its
-    idempotency key names the evidence), unless a requested retrain has not run yet."""
+    """Evaluate the retrain triggers and record every one that fires (``stream/triggers``).
+
+    A drift adapts at once, whatever else is going on: the labeling rate is boosted and
+    the drifted window becomes the reference. A retrain run is created only when none is
+    pending (requested, not done): for the first trigger that fired since the last
+    request, under an idempotency key naming its evidence (``stream/requested``). A
+    retrain trains on every label there is when it starts, so the triggers that fired
+    before its request are answered by it."""
     cfg, store = run.cfg, run.store
     retrains = store.read_jsonl(RETRAINS)
-    done = {r["key"] for r in retrains}
     asked = store.read_jsonl(TRIGGERS)
-    pending = [t for t in asked if t.get("created") and t["key"] not in done]
+    fired = [d for d in _triggers(run, retrains, asked) if d.fired]
+    known = {t["key"] for t in asked}
+    new = [
+        {
+            "time": now_iso(),
+            "rule": d.name,
+            "sentence": d.sentence,
+            "numbers": d.numbers,
+            "key": f"{cfg.name}:retrain:{d.key}",
+            "stream_run": doc["run"],
+        }
+        for d in fired
+        if f"{cfg.name}:retrain:{d.key}" not in known
+    ]
+    store.append_jsonl(TRIGGERS, new)
+    asked += new
+    for t in new:
+        print(f"trigger {t['rule']}: {t['sentence']}")
     _adapt_to_drift(run, asked)
-    if pending:
-        return {"fired": False, "pending": pending[-1]["key"]}
-    decisions = _triggers(run, retrains, asked)
-    fired = next((d for d in decisions if d.fired), None)
-    if fired is None:
-        return {"fired": False, "rules": [d.sentence for d in decisions]}
-    key = f"{cfg.name}:retrain:{fired.key}"
+    requested = store.read_jsonl(REQUESTED)
+    pending, first = next_retrain(asked, requested, retrains)
+    if pending is not None:
+        return {"fired": bool(new), "pending": pending}
+    if first is None:
+        return {"fired": False}
     deployment = cfg.stream.retrain_deployment or f"retrain/{cfg.name}"
     created = request_retrain(
         deployment,
-        {"campaign": run.params["campaign"], "key": key, "reason": fired.sentence},
-        key,
+        {"campaign": run.params["campaign"], "key": first["key"], "reason": first["sentence"]},
+        first["key"],
         ["loopwise", "retrain"],
     )
-    record = {
-        "time": now_iso(),
-        "rule": fired.name,
-        "fired_by": fired.key,
-        "sentence": fired.sentence,
-        "numbers": fired.numbers,
-        "key": key,
-        "stream_run": doc["run"],
-        **created,
-    }
-    if key not in {t["key"] for t in asked}:
-        store.append_jsonl(TRIGGERS, [record])
-        asked.append(record)
-    _adapt_to_drift(run, asked)
+    record = {"time": now_iso(), "key": first["key"], "rule": first["rule"], **created}
+    store.append_jsonl(REQUESTED, [record])
     print(
-        f"trigger {fired.name}: {fired.sentence} → retrain {key}"
+        f"retrain {first['key']} requested"
         + ("" if created.get("created") else f" ({created.get('reason')})")
     )
-    return {"fired": True, **record}
+    return {"fired": True, "sentence": first["sentence"], **record}
 
 
 def _triggers(
