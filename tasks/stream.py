@@ -141,15 +141,19 @@ def predict_missing(
 
 @io_task
 def predict_reference(cfg: CampaignConfig, version: str, frame: Any) -> list[str]:
-    """The predictions of registered model ``version`` on ``frame`` (holdout rows)."""
+    """The predictions of registered model ``version`` on ``frame`` (the holdout's rows, or
+    a kept window's), its columns matched to the model's by name."""
     import mlflow.sklearn
 
     from serving.inputs import InputSchema
     from tasks.evaluate import _client, model_name
 
+    from tasks.data import load_pool
+
     _client(cfg)  # the tracking URI and the bounded HTTP retries
     model = mlflow.sklearn.load_model(f"models:/{model_name(cfg)}/{version}")
-    schema = InputSchema.from_pool(cfg, frame)
+    # The model's column order is the pool's (a kept window has its columns sorted).
+    schema = InputSchema.from_pool(cfg, load_pool.fn(cfg))
     rows = schema.rows(frame[list(schema.fields)].to_dict("records"))
     return [str(p) for p in model.predict(rows)]
 
