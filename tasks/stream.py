@@ -146,9 +146,8 @@ def predict_reference(cfg: CampaignConfig, version: str, frame: Any) -> list[str
     import mlflow.sklearn
 
     from serving.inputs import InputSchema
-    from tasks.evaluate import _client, model_name
-
     from tasks.data import load_pool
+    from tasks.evaluate import _client, model_name
 
     _client(cfg)  # the tracking URI and the bounded HTTP retries
     model = mlflow.sklearn.load_model(f"models:/{model_name(cfg)}/{version}")
