@@ -97,6 +97,28 @@ def test_prediction_drift_fires_on_a_moved_class_mix_only():
     assert decision.numbers["psi"] > RULES.psi_threshold and "class" in decision.sentence
 
 
+def test_prediction_drift_discounts_the_psi_of_sampling_many_classes():
+    """Two windows of 400 from one 26-class mix read a PSI of about 25 * 2 / 400 = 0.125:
+    over 60 draws the raw PSI passes 0.2 now and then, the rule does not fire on it."""
+    rng = np.random.RandomState(0)
+    classes = [chr(65 + i) for i in range(26)]
+    p = rng.dirichlet(np.ones(26) * 5)
+    rules = TriggerRules(drift_window=400)
+    raw_over, fired = 0, 0
+    for _ in range(60):
+        ref = list(rng.choice(classes, 400, p=p))
+        cur = list(rng.choice(classes, 400, p=p))
+        d = prediction_drift(ref, cur, 0, rules)
+        raw_over += d.numbers["psi"] > rules.psi_threshold
+        fired += d.fired
+    assert raw_over >= 3, "the uncorrected rule would have fired on sampling noise"
+    assert fired == 0
+    q = p.copy()
+    q[:13] *= 4  # half the classes four times as frequent
+    moved = list(rng.choice(classes, 400, p=q / q.sum()))
+    assert prediction_drift(ref, moved, 1, rules).fired
+
+
 def test_prediction_drift_counts_a_class_never_seen_in_the_snapshot():
     decision = prediction_drift(["a", "b"] * 300, ["c"] * 500, 0, RULES)
     assert decision.fired and decision.numbers["current_mix"]["c"] == 1.0
