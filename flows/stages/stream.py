@@ -97,6 +97,8 @@ def read_and_decide(run: CampaignRun) -> dict[str, Any]:
     doc = store.read_json(run_key(n))
     if doc is None:
         doc = _decide_new(run, st, n)
+        if doc["records"] == 0:  # nothing new: no checkpoint, the run number is not used
+            return {**doc, "empty": True}
         if not store.create_json(run_key(n), doc):
             doc = store.read_json(run_key(n))  # a racing run wrote it first: use that
     return doc
@@ -123,7 +125,8 @@ def _decide_new(run: CampaignRun, st: dict[str, Any], n: int) -> dict[str, Any]:
             d = policy.decide(np.asarray(list(rec["proba"].values()), dtype=float))
             rec.update(decision=d.decision, score=d.score, threshold=d.threshold)
             rec["decided_by"] = "stream flow"
-    _write_served(store, n, good)
+    if good:
+        _write_served(store, n, good)
     window, windows = _windows(run, st.get("window"), good)
     text = cfg.data.text_column
     selected = [
@@ -316,6 +319,8 @@ def _reference(run: CampaignRun, version: str | None) -> tuple[pd.DataFrame, lis
 def record_and_dispatch(run: CampaignRun, doc: dict[str, Any]) -> dict[str, Any]:
     """Record the selected records (attribution), send them to Label Studio in small
     batches, pre-annotated with the served prediction and version; then move the cursor."""
+    if doc.get("empty"):
+        return {"selected": 0, "created": 0}
     cfg, store, ledgers = run.cfg, run.store, run.ledgers()
     selected = doc["selected"]
     held = {r["item_id"] for r in store.read_jsonl(SELECTED)}
