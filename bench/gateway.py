@@ -422,7 +422,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument(
         "--commit-interval-ms",
         type=float,
-        default=5.0,
+        default=0.0,
         help="the log's group-commit window (stream.commit_interval_ms)",
     )
     ap.add_argument("--out", type=Path, default=RESULTS)

@@ -380,7 +380,11 @@ class StreamConfig(_Strict):
         1000, ge=0, description="for this many records after a drift trigger"
     )
     commit_interval_ms: float = Field(
-        5.0, ge=0, le=1000, description="gateway group commit: how long a write waits for company"
+        0.0,
+        ge=0,
+        le=1000,
+        description="gateway group commit: how long a write waits for company (0: the "
+        "writes that arrive during an append share the next one)",
     )
     dispatch_batch: int = Field(
         20, gt=0, le=1000, description="stream records sent to Label Studio per import"

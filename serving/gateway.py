@@ -63,7 +63,7 @@ class GatewaySettings:
     control_share: float = 0.2
     utility: str = "margin"
     window: int | None = None
-    commit_interval_ms: float = 5.0
+    commit_interval_ms: float = 0.0
     reload_seconds: float = 5.0
     drift_boost: float = 3.0
     drift_boost_records: int = 1000
