@@ -393,3 +393,56 @@ def test_the_latest_gate_decision_is_in_the_report_and_its_page():
         _cfg(), gate={"decision": "first", "champion_version": "1", "reason": "x"}
     )
     assert "<b>champion v1</b> (decision: first)" in rp.render_html(first, {})
+
+
+def test_the_stream_section_shows_traffic_online_accuracy_windows_triggers_and_retrains():
+    from loopwise.streaming import attribution, batch_record, stream_summary
+
+    def rec(rid, decision, version, prediction):
+        return batch_record(
+            {
+                "request_id": rid,
+                "time": "2026-12-03T00:00:00Z",
+                "model_version": version,
+                "inputs": {"x": 1.0},
+                "proba": {"a": 0.6, "b": 0.4},
+                "prediction": prediction,
+                "decision": decision,
+            }
+        )
+
+    selected = [rec("c1", "control", "1", "a"), rec("c2", "control", "1", "b")]
+    selected.append(rec("q1", "query", "2", "a"))
+    labels = {"s-c1": {"label": "a"}, "s-c2": {"label": "a"}, "s-q1": {"label": "b"}}
+    window = {
+        "window": 3,
+        "end": "2026-12-03T01:00:00Z",
+        "records": 400,
+        "reference": "holdout",
+        "max_psi": 0.9,
+        "prediction_psi": 0.1,
+        "input_drift": {"fired": True},
+        "prediction_drift": {"fired": False},
+    }
+    trigger = {
+        "time": "t",
+        "rule": "input_drift",
+        "sentence": "input drift in window 3",
+        "key": "k",
+    }
+    retrain = {"key": "k", "labels": 40, "stream_labels": 12, "accuracy": 0.8, "model_version": "2"}
+    retrain["gate"] = "promoted"
+    requested = [{"key": "k", "created": True, "flow_run_name": "brave-otter"}]
+    runs = [{"records": 50, "quarantined": 1, "decisions": {"query": 1, "control": 2, "skip": 47}}]
+    st = stream_summary(
+        runs, attribution(selected, labels), [window], [trigger], [retrain], requested
+    )
+    page = rp.render_html(_money_report(_cfg(), stream=st), {})
+    assert "<h2>Production stream</h2>" in page
+    assert "50 request(s) read from the inference log (1 quarantined)" in page
+    assert "labeling rate of 6.00%" in page
+    assert "<td>v1</td><td>2</td><td>1</td><td>0.500</td>" in page  # controls only
+    assert "<td>v2</td>" not in page.split("Drift per window")[0].split("online accuracy")[-1]
+    assert "brave-otter" in page and "input drift in window 3" in page
+    assert "promoted" in page
+    assert "<h2>Production stream</h2>" not in rp.render_html(_money_report(_cfg()), {})
