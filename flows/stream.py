@@ -18,6 +18,7 @@ from typing import Any
 
 from prefect import flow
 
+from flows.stages.advance import collect_and_agree
 from flows.stages.context import CampaignRun, open_campaign
 from flows.stages.stream import (
     evaluate_and_request,
@@ -26,8 +27,6 @@ from flows.stages.stream import (
     record_and_dispatch,
     retrain_now,
 )
-from tasks.labelstudio import collect_annotations
-from tasks.qc import consensus_qc
 
 __all__ = ["retrain", "stream"]
 
@@ -45,19 +44,7 @@ def _stream_step(run: CampaignRun) -> dict[str, Any]:
     decided = read_and_decide(run)
     dispatched = record_and_dispatch(run, decided)
     feedback = ingest_feedback(run)
-    cfg, ledgers = run.cfg, run.ledgers()
-    collect_annotations(run.target, ledgers, cfg.labels)
-    consensus_qc(
-        ledgers,
-        cfg.labels,
-        cycle=run.state.cycle,
-        method=cfg.consensus,
-        min_agreement=cfg.agreement_threshold,
-        min_annotations=cfg.annotators_per_item,
-        random_state=cfg.seed,
-        experts=run.experts(),
-        policy=cfg.overlap_policy(),
-    )
+    collect_and_agree(run)
     triggered = evaluate_and_request(run, decided)
     print(
         f"stream run {decided['run']}: {decided['records']} record(s) read "

@@ -57,6 +57,7 @@ __all__ = [
     "accept",
     "aggregate",
     "dawid_skene",
+    "lone_answers_stand",
     "majority_vote",
     "simulate_adaptive_overlap",
 ]
@@ -658,6 +659,48 @@ def _fmt(value: float, threshold: float) -> tuple[str, str]:
         if a != b:
             return a, b
     return repr(value), repr(threshold)
+
+
+def lone_answers_stand(
+    consensus_labels: pd.DataFrame, answers: pd.DataFrame, accuracy: pd.Series
+) -> pd.DataFrame:
+    """Consensus labels where every item answered once takes that answer.
+
+    Nothing disputes a lone answer. A model of annotator confusions fitted mostly on lone
+    answers can move one to a label nobody gave, which then reads as agreement 0 and buys
+    a second answer for nothing (on the stream demo: 225 of 260 lone answers sent back).
+
+    Parameters
+    ----------
+    consensus_labels : DataFrame
+        As :func:`aggregate` returns it (``label``, ``agreement``, ``confidence``,
+        ``n_annotations``), indexed by item.
+    answers : DataFrame
+        The answers aggregated, with columns ``item``, ``annotator`` and ``label``.
+    accuracy : Series
+        Each annotator's estimated accuracy: the confidence of a lone answer the method
+        had moved (its posterior was of another label).
+
+    Returns
+    -------
+    DataFrame
+        A copy of ``consensus_labels``; lone items have their answer, agreement 1.
+    """
+    per_item = answers.groupby("item")
+    lone = per_item["label"].agg(["first", "size"])
+    lone = lone[lone["size"] == 1]
+    if lone.empty:
+        return consensus_labels
+    out = consensus_labels.copy()
+    idx = out.index.intersection(lone.index)
+    moved = idx[
+        (out.loc[idx, "label"].astype(str) != lone.loc[idx, "first"].astype(str)).to_numpy()
+    ]
+    out.loc[idx, "label"] = lone.loc[idx, "first"]
+    out.loc[idx, "agreement"] = 1.0
+    who = per_item["annotator"].first().loc[moved].astype(str)
+    out.loc[moved, "confidence"] = who.map(accuracy.rename(index=str)).fillna(0.0).to_numpy()
+    return out
 
 
 def accept(

@@ -23,7 +23,7 @@ from loopwise.inference_log import stream_item_id
 from loopwise.triggers import online_accuracy
 
 __all__ = [
-    "FEEDBACK_PREFIX",
+    "FEEDBACK_ANNOTATOR",
     "STREAM_ITEM_PREFIX",
     "attribution",
     "batch_record",
@@ -36,7 +36,7 @@ __all__ = [
 #: How the item id of a stream record begins (:func:`loopwise.inference_log.stream_item_id`).
 STREAM_ITEM_PREFIX = "s-"
 #: The annotator id of a production app's feedback: ``feedback:<user>``.
-FEEDBACK_PREFIX = "feedback:"
+FEEDBACK_ANNOTATOR = "feedback:"
 
 
 def is_stream_item(item_id: str) -> bool:
@@ -97,7 +97,7 @@ def feedback_annotation(
         "item_id": stream_item_id(feedback["request_id"]),
         "task_id": None,
         "annotation_id": f"feedback:{feedback_id(feedback)}",
-        "annotator": f"{FEEDBACK_PREFIX}{user}",
+        "annotator": f"{FEEDBACK_ANNOTATOR}{user}",
         "label": None if label is None else str(label),
         "status": status,
         "reason": reason,

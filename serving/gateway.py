@@ -39,7 +39,8 @@ from loopwise.stream_policy import StreamPolicy, rate_for_budget
 from serving.champion import ChampionWatcher
 from serving.inputs import InputSchema
 from storage.campaign import campaign_store
-from storage.inference_log import LogWriter, new_writer_id
+from storage.inference_log import DEFAULT_PREFIX as LOG_PREFIX
+from storage.inference_log import FEEDBACK_PREFIX, LogWriter, new_writer_id
 from storage.store import Store
 from tasks.evaluate import model_name
 from tasks.stream import BOOST
@@ -48,8 +49,6 @@ __all__ = ["FEEDBACK_PREFIX", "LOG_PREFIX", "GatewaySettings", "create_app", "se
 
 log = logging.getLogger("loopwise.serving")
 
-LOG_PREFIX = "stream/log"
-FEEDBACK_PREFIX = "stream/feedback"
 #: A caller's request id: what the inference log accepts.
 RequestId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:-]+$")]
 

@@ -67,6 +67,7 @@ from storage.store import StorageError, Store, _s3_client, _s3_errors, _split_s3
 
 __all__ = [
     "DEFAULT_PREFIX",
+    "FEEDBACK_PREFIX",
     "LogCursor",
     "LogWriter",
     "NewRecords",
@@ -76,6 +77,7 @@ __all__ = [
 ]
 
 DEFAULT_PREFIX = "stream/log"
+FEEDBACK_PREFIX = "stream/feedback"  # the gateway's feedback log, in the same layout
 CLOSED = "closed.json"  # the marker LogWriter.close() leaves in its folder
 _SEGMENT_RE = re.compile(r"^(?P<seq>\d{6,})\.jsonl$")
 _OWN_KEY_RE = re.compile(r"^(?P<writer>[^/]+)/(?P<seq>\d{6,})\.jsonl$")

@@ -58,33 +58,9 @@ def _crowd_consensus(
         )
     table = crowd.rename(columns={"item_id": "item"})[["item", "annotator", "label"]]
     result = consensus.aggregate(table, method=method, labels=labels, random_state=random_state)
-    agreed = _lone_answers_stand(result.labels, table, result.annotator_accuracy)
+    agreed = consensus.lone_answers_stand(result.labels, table, result.annotator_accuracy)
     accepted, disputed = consensus.accept(agreed, **accept)
     return accepted, disputed, result.annotator_accuracy
-
-
-def _lone_answers_stand(
-    agreed: pd.DataFrame, table: pd.DataFrame, accuracy: pd.Series
-) -> pd.DataFrame:
-    """An item answered once takes that answer: nothing disputes it. (A model of annotator
-    confusions fitted mostly on lone answers can move one to a label nobody gave, which
-    then reads as agreement 0 and buys a second answer for nothing; measured on the stream
-    demo: 225 of 260 lone answers sent back.)"""
-    per_item = table.groupby("item")
-    lone = per_item["label"].agg(["first", "size"])
-    lone = lone[lone["size"] == 1]
-    if lone.empty:
-        return agreed
-    agreed = agreed.copy()
-    idx = agreed.index.intersection(lone.index)
-    moved = idx[(agreed.loc[idx, "label"].astype(str) != lone.loc[idx, "first"].astype(str))]
-    agreed.loc[idx, "label"] = lone.loc[idx, "first"]
-    agreed.loc[idx, "agreement"] = 1.0
-    # The method's posterior of its own pick says nothing of the answer: a lone answer is
-    # as sure as its annotator's estimated accuracy.
-    who = per_item["annotator"].first().loc[moved].astype(str)
-    agreed.loc[moved, "confidence"] = who.map(accuracy.rename(index=str)).fillna(0.0).to_numpy()
-    return agreed
 
 
 def _adaptive_split(

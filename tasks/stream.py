@@ -28,6 +28,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from loopwise.config import CampaignConfig
+from storage.inference_log import DEFAULT_PREFIX as LOG_PREFIX
 from storage.store import Store
 from tasks import io_task
 
@@ -44,7 +45,6 @@ __all__ = [
     "log_source",
     "predict_missing",
     "predict_reference",
-    "read_jsonl_ids",
     "reference_key",
     "request_retrain",
     "run_key",
@@ -59,8 +59,6 @@ TRIGGERS = "stream/triggers.jsonl"
 REQUESTED = "stream/requested.jsonl"
 RETRAINS = "stream/retrains.jsonl"
 BOOST = "stream/boost.json"
-LOG_PREFIX = "stream/log"
-FEEDBACK_PREFIX = "stream/feedback"
 QUARANTINE = "quarantine/stream-log.jsonl"
 
 
@@ -93,11 +91,6 @@ def log_source(cfg: CampaignConfig, store: Store) -> tuple[Store | str, str]:
     if cfg.stream.log is None:
         return store, LOG_PREFIX
     return cfg.stream.log, LOG_PREFIX
-
-
-def read_jsonl_ids(store: Store, key: str, field: str) -> set[Any]:
-    """The values of ``field`` in a ledger (what a replay must not append again)."""
-    return {r.get(field) for r in store.read_jsonl(key)}
 
 
 @io_task

@@ -14,7 +14,7 @@ from tasks.qc import close_open_batch, consensus_qc, request_more_annotations
 from tasks.report import publish_review, publish_summary
 from tasks.schedule import describe_next, schedule_next_run
 
-__all__ = ["advance_open_batch"]
+__all__ = ["advance_open_batch", "collect_and_agree"]
 
 log = logging.getLogger("loopwise.cycle")
 
@@ -27,19 +27,7 @@ def advance_open_batch(
     When the open batch is resolved (or closed at its deadline, or by ``close_batch``)
     the next cycle is opened: the state moves to ``started`` at cycle + 1.
     """
-    cfg, ledgers = run.cfg, run.ledgers()
-    collected = collect_annotations(run.target, ledgers, cfg.labels)
-    qc = consensus_qc(
-        ledgers,
-        cfg.labels,
-        cycle=run.state.cycle,
-        method=cfg.consensus,
-        min_agreement=cfg.agreement_threshold,
-        min_annotations=cfg.annotators_per_item,
-        random_state=cfg.seed,
-        experts=run.experts(),
-        policy=cfg.overlap_policy(),
-    )
+    collected, qc = collect_and_agree(run)
     if run.state.stage != Stage.WAITING:
         return qc, None
     progress = _progress(run, qc)
@@ -61,6 +49,26 @@ def advance_open_batch(
         waiting_since=None,
     )
     return qc, None
+
+
+def collect_and_agree(run: CampaignRun) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(what was collected, the consensus result): every new annotation read from Label
+    Studio, then the consensus of the campaign's method and overlap policy over all of them
+    (the cycle's open batch and the stream's items alike)."""
+    cfg, ledgers = run.cfg, run.ledgers()
+    collected = collect_annotations(run.target, ledgers, cfg.labels)
+    qc = consensus_qc(
+        ledgers,
+        cfg.labels,
+        cycle=run.state.cycle,
+        method=cfg.consensus,
+        min_agreement=cfg.agreement_threshold,
+        min_annotations=cfg.annotators_per_item,
+        random_state=cfg.seed,
+        experts=run.experts(),
+        policy=cfg.overlap_policy(),
+    )
+    return collected, qc
 
 
 def _progress(run: CampaignRun, qc: dict[str, Any]) -> dict[str, Any]:

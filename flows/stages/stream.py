@@ -40,13 +40,12 @@ from loopwise.triggers import (
     prediction_drift,
 )
 from storage.campaign import checkpoint
-from storage.inference_log import read_new
+from storage.inference_log import FEEDBACK_PREFIX, read_new
 from storage.store import Store
 from tasks.evaluate import log_cycle
 from tasks.labelstudio import dispatch_batch
 from tasks.stream import (
     BOOST,
-    FEEDBACK_PREFIX,
     QUARANTINE,
     REQUESTED,
     RETRAINS,
@@ -141,7 +140,7 @@ def _decide_new(run: CampaignRun, st: dict[str, Any], n: int) -> dict[str, Any]:
         "valid": len(good),
         "quarantined": len(bad),
         "decisions": dict(Counter(r["decision"] for r in good)),
-        "decided_here": sum(r.get("decided_by", "").startswith("stream flow") for r in good),
+        "decided_here": sum(r.get("decided_by") == "stream flow" for r in good),
         "selected": selected,
         "policy": policy.state(),
         "window": window,
@@ -533,7 +532,9 @@ def _adapt_to_drift(run: CampaignRun, asked: list[dict[str, Any]]) -> None:
             "window": window,
             "factor": s.drift_boost,
             "records": s.drift_boost_records,
-            "since": now_iso(),
+            # The trigger's own time: a rerun after a crash here writes the same boost, which
+            # a gateway that applied it already does not apply again.
+            "since": drift[-1]["time"],
         },
     )
     store.write_json(STATE, st)

@@ -317,3 +317,29 @@ def test_adaptive_overlap_simulation_validates():
         simulate_adaptive_overlap(
             y, pred, conf, [0.9, 0.8, AnnotatorProfile(0.7, {0: 0})], random_state=0
         )
+
+
+def test_a_lone_answer_stands_whatever_the_model_of_confusions_made_of_it():
+    from loopwise.consensus import aggregate, lone_answers_stand
+
+    # Two annotators check each other on items 0-5 (bob always answers "b" where ann
+    # answers "a"); then each answers items alone.
+    rows = [(f"i{i}", who, lab) for i in range(6) for who, lab in (("ann", "a"), ("bob", "b"))]
+    rows += [("solo-ann", "ann", "a"), ("solo-bob", "bob", "b"), ("two", "ann", "a")]
+    rows += [("two", "bob", "a")]
+    table = pd.DataFrame(rows, columns=["item", "annotator", "label"])
+    # One-coin reads bob as mostly wrong and moves his lone answer to "a".
+    result = aggregate(table, method="one_coin", labels=["a", "b"], random_state=0)
+    moved_by_model = result.labels.loc[["solo-ann", "solo-bob"], "label"].tolist() != ["a", "b"]
+    out = lone_answers_stand(result.labels, table, result.annotator_accuracy)
+    assert out.loc["solo-ann", "label"] == "a" and out.loc["solo-bob", "label"] == "b"
+    assert out.loc[["solo-ann", "solo-bob"], "agreement"].tolist() == [1.0, 1.0]
+    # Items with more than one answer keep the method's result.
+    assert out.drop(index=["solo-ann", "solo-bob"]).equals(
+        result.labels.drop(index=["solo-ann", "solo-bob"])
+    )
+    # The case the rule is for: the model of confusions had moved a lone answer, whose
+    # confidence is then its annotator's estimated accuracy.
+    assert moved_by_model
+    bob = result.annotator_accuracy["bob"]
+    assert out.loc["solo-bob", "confidence"] == pytest.approx(bob)
