@@ -19,7 +19,7 @@ def report(campaign: str = "configs/demo.yaml") -> dict[str, Any]:
     # The same validated pool and holdout as the cycle (no Label Studio token needed).
     run = open_campaign(campaign, {}, need_token=False)
     data = run.load_data()
-    out = write_report(run.cfg, run.store, data.pool, data.holdout)
+    out = write_report(run.cfg, run.store, data.sent_rows(), data.holdout, data.n_pool)
     r = out["report"]
     print(
         f"report of {run.cfg.name}: {r['labels']} labels, {r['spent']:.2f} spent, "

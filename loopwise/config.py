@@ -60,6 +60,12 @@ class HoldoutConfig(_Strict):
     )
     fraction: float = Field(0.2, gt=0.0, lt=0.9, description="share of labeled rows held out")
     seed: int = 0
+    max_rows: int | None = Field(
+        None,
+        gt=0,
+        description="evaluate on at most this many holdout rows (a stable subset chosen by the "
+        "same hash); default: all of them, and 20,000 for a partitioned pool",
+    )
 
 
 class DataConfig(_Strict):
@@ -88,6 +94,25 @@ class DataConfig(_Strict):
     min_valid_fraction: float = Field(
         0.9, gt=0.0, le=1.0, description="fail the cycle if fewer rows than this pass validation"
     )
+    partitioned: bool = Field(
+        False,
+        description="handle the pool as Parquet partitions, never whole in the flow process; "
+        "implied by a folder or an s3:// prefix ending in '/'; a single CSV or Parquet file is "
+        "converted once into partitions (only its new rows when it grows)",
+    )
+    partition_rows: int = Field(
+        100_000, ge=1_000, description="rows per partition when a single file is converted"
+    )
+
+    @property
+    def is_partitioned(self) -> bool:
+        """Whether the pool is read partition by partition (see ``partitioned``)."""
+        src = self.source
+        return (
+            self.partitioned
+            or src.endswith("/")
+            or (not src.startswith("s3://") and Path(src).is_dir())
+        )
 
     @field_validator("encoding")
     @classmethod
@@ -112,6 +137,15 @@ class DataConfig(_Strict):
             raise ValueError(
                 f"data.encoding {self.encoding!r} applies to CSV only; {self.source} is Parquet "
                 "(its text is always UTF-8): remove the key"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _partitioned_takes_all_rows(self) -> DataConfig:
+        if self.max_rows is not None and self.is_partitioned:
+            raise ValueError(
+                "data.max_rows applies to a single-file pool, not to a partitioned one: "
+                "point data.source at fewer partitions instead"
             )
         return self
 
@@ -443,12 +477,31 @@ class CampaignConfig(_Strict):
         description="a Dask scheduler (tcp://host:8786): score the partitions on that cluster "
         "instead of local threads",
     )
+    dask_cluster_class: str | None = Field(
+        None,
+        description="instead of dask_address, a temporary cluster per flow run, by dotted name "
+        "(distributed.LocalCluster, dask_kubernetes.operator.KubeCluster)",
+    )
+    dask_cluster_kwargs: dict[str, Any] = Field(
+        default_factory=dict, description="arguments of dask_cluster_class"
+    )
     labelstudio: LabelStudioConfig = LabelStudioConfig()
     storage_root: str = ".loopwise/store"
     mlflow: MlflowConfig = MlflowConfig()
     schedule: ScheduleConfig = ScheduleConfig()
     stream: StreamConfig = StreamConfig()
     seed: int = 0
+
+    @model_validator(mode="after")
+    def _one_dask(self) -> CampaignConfig:
+        if self.dask_address and self.dask_cluster_class:
+            raise ValueError(
+                "set dask_address (an existing cluster) or dask_cluster_class (one per flow "
+                "run), not both"
+            )
+        if self.dask_cluster_kwargs and not self.dask_cluster_class:
+            raise ValueError("dask_cluster_kwargs needs dask_cluster_class")
+        return self
 
     @field_validator("name")
     @classmethod

@@ -14,6 +14,7 @@ from loopwise.config import CampaignConfig
 
 __all__ = [
     "feature_matrix",
+    "is_vector_column",
     "model_inputs",
     "text_space",
 ]
@@ -44,10 +45,47 @@ def feature_matrix(
     if missing:
         raise ValueError(f"feature column(s) {missing} not in the data")
     frame = df[cols]
-    categorical = [c for c in cols if not pd.api.types.is_numeric_dtype(frame[c])]
+    vectors = [c for c in cols if is_vector_column(frame[c])]
+    categorical = [
+        c for c in cols if c not in vectors and not pd.api.types.is_numeric_dtype(frame[c])
+    ]
+    if not vectors:
+        if categorical:
+            frame = pd.get_dummies(frame, columns=categorical, dtype=np.float32)
+        return frame.to_numpy(np.float32)
+    # As a table with the vectors spread over columns in place would read (the dummies of
+    # categorical columns last, as get_dummies puts them).
+    blocks = [
+        _vector_block(frame[c]) if c in vectors else frame[[c]].to_numpy(np.float32)
+        for c in cols
+        if c not in categorical
+    ]
     if categorical:
-        frame = pd.get_dummies(frame, columns=categorical, dtype=np.float32)
-    return frame.to_numpy(np.float32)
+        blocks.append(pd.get_dummies(frame[categorical], dtype=np.float32).to_numpy(np.float32))
+    return np.hstack(blocks)
+
+
+def is_vector_column(s: pd.Series) -> bool:
+    """Whether ``s`` holds vectors (lists or arrays of numbers: embeddings), one per row."""
+    if pd.api.types.is_numeric_dtype(s):
+        return False
+    first = s.dropna().head(1)
+    return bool(len(first)) and isinstance(first.iloc[0], list | tuple | np.ndarray)
+
+
+def _vector_block(s: pd.Series) -> np.ndarray:
+    """A vector column as a float32 matrix (rows × length); a row of another length, or an
+    empty cell, is all NaN (validation quarantines such rows before a model sees them)."""
+    cells = s.to_numpy(object)
+    lengths = [len(v) for v in cells if isinstance(v, list | tuple | np.ndarray)]
+    k = max(set(lengths), key=lambda n: (lengths.count(n), n)) if lengths else 0
+    if all(isinstance(v, np.ndarray | list | tuple) and len(v) == k for v in cells):
+        return np.asarray(np.stack([np.asarray(v, dtype=np.float32) for v in cells]))
+    out = np.full((len(cells), k), np.nan, dtype=np.float32)
+    for i, v in enumerate(cells):
+        if isinstance(v, list | tuple | np.ndarray) and len(v) == k:
+            out[i] = np.asarray(v, dtype=np.float32)
+    return out
 
 
 def model_inputs(cfg: CampaignConfig, *frames: pd.DataFrame) -> list[Any]:

@@ -243,14 +243,10 @@ def pool_edits(
 
 def holdout_mask(item_ids: Sequence[str], fraction: float, seed: int = 0) -> np.ndarray:
     """True for the ids on the holdout side: a hash of (seed, id) below ``fraction``."""
-    if not 0.0 < fraction < 1.0:
-        raise ValueError(f"fraction must be in (0, 1), got {fraction!r}")
-    cut = int(fraction * 2**32)
-    out = np.empty(len(item_ids), dtype=bool)
-    for i, item in enumerate(item_ids):
-        digest = hashlib.blake2b(f"{seed}:{item}".encode(), digest_size=4).digest()
-        out[i] = int.from_bytes(digest, "big") < cut
-    return out
+    from loopwise.partitions import holdout_cut, holdout_hashes
+
+    cut = holdout_cut(fraction)
+    return holdout_hashes(item_ids, seed) < cut
 
 
 def split_by_hash(

@@ -253,6 +253,9 @@ class _LocalBackend:
     def exists(self, key: str) -> bool:
         return self.path(key).is_file()
 
+    def delete(self, key: str) -> None:
+        self.path(key).unlink(missing_ok=True)
+
     def list(self, prefix: str) -> list[str]:
         base = self.path(prefix) if prefix else self.root
         if not base.is_dir():
@@ -437,6 +440,10 @@ class _S3Backend:
             page = self.client.list_objects_v2(Bucket=self.bucket, Prefix=seg_prefix, MaxKeys=1)
             return bool(page.get("KeyCount", len(page.get("Contents", []))))
 
+    def delete(self, key: str) -> None:
+        with _s3_errors(self.uri(key)):
+            self.client.delete_object(Bucket=self.bucket, Key=self.obj(key))
+
     def list(self, prefix: str) -> list[str]:
         full = self.obj(prefix) + "/" if prefix else self.prefix
         keys: set[str] = set()
@@ -576,6 +583,13 @@ class Store:
     def exists(self, key: str) -> bool:
         """Whether ``key`` holds an object (or a ledger with at least one append)."""
         return self._backend.exists(_check_key(key))
+
+    def delete(self, key: str) -> None:
+        """Remove an object (not a ledger: ledgers are append-only); no error if absent."""
+        k = _check_key(key)
+        if _LEDGER_SEGMENT_RE.match(k) or k.endswith(".jsonl"):
+            raise ValueError(f"{key!r} is a ledger: ledgers are never deleted")
+        self._backend.delete(k)
 
     def list(self, prefix: str = "") -> list[str]:
         """Every key under the folder ``prefix`` ('' for the whole store), sorted.

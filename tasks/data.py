@@ -19,6 +19,7 @@ __all__ = [
     "id_scheme",
     "load_pool",
     "quarantine_broken_lines",
+    "read_holdout",
     "record_pool_edits",
     "split_holdout",
 ]
@@ -79,15 +80,20 @@ def _read(cfg: CampaignConfig, source: str) -> pd.DataFrame:
     )
 
 
+def read_holdout(cfg: CampaignConfig, scheme: IdScheme = "content") -> pd.DataFrame:
+    """The campaign's holdout file (``data.holdout.source``) with item ids."""
+    label = cfg.data.label_column
+    src = cfg.data.holdout.source
+    return assign_ids(_read(cfg, src), cfg.data.id_column, label_column=label, scheme=scheme)
+
+
 @step_task
 def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
     """Split the rows into pool and holdout (stable per item id); the holdout needs labels."""
     h, label = cfg.data.holdout, cfg.data.label_column
     if h.source is not None:
         scheme = "rows" if uses_row_numbers(df["item_id"].head(1)) else "content"
-        holdout = assign_ids(
-            _read(cfg, h.source), cfg.data.id_column, label_column=label, scheme=scheme
-        )
+        holdout = read_holdout(cfg, scheme)
         pool = df[~df["item_id"].isin(set(holdout["item_id"]))]
     else:
         if label is None or label not in df.columns:

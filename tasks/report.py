@@ -331,9 +331,16 @@ def annotator_names(cfg: CampaignConfig) -> dict[str, str]:
 
 
 def write_report(
-    cfg: CampaignConfig, store: Store, pool: pd.DataFrame, holdout: pd.DataFrame
+    cfg: CampaignConfig,
+    store: Store,
+    pool: pd.DataFrame,
+    holdout: pd.DataFrame,
+    pool_size: int | None = None,
 ) -> dict[str, Any]:
-    """Build the campaign report; write it to the store, log it to MLflow and to Prefect."""
+    """Build the campaign report; write it to the store, log it to MLflow and to Prefect.
+
+    ``pool`` needs only the rows of the items sent to annotators (the random baseline
+    trains on the control ones); ``pool_size`` is the pool's size when it holds fewer."""
     rec = campaign_records(store)
     cycles = [h["cycle"] for h in rec["history"]]
     points = lw_report.random_curve(cfg, pool, holdout, rec["batches"], rec["labels"], cycles)
@@ -347,7 +354,7 @@ def write_report(
         random_points=points,
         quality=rec["quality"],
         stopped=rec["state"].stopped,
-        pool_size=len(pool),
+        pool_size=len(pool) if pool_size is None else pool_size,
         annotator_names=annotator_names(cfg),
         edits=rec["edits"],
         gate=rec["gate"],

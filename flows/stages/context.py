@@ -8,12 +8,13 @@ import socket
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from loopwise.config import CampaignConfig, ConfigError, load_campaign
+from loopwise.features import model_inputs
 from loopwise.state import CampaignState
 from storage.campaign import (
     CampaignBusy,
@@ -29,6 +30,9 @@ from tasks.data import load_pool, quarantine_broken_lines, split_holdout
 from tasks.labelstudio import LabelStudioTarget, ensure_project, user_ids
 from tasks.preflight import check_services
 
+if TYPE_CHECKING:
+    from flows.stages.pool import PartitionedData
+
 __all__ = ["CampaignRun", "PoolData", "open_campaign"]
 
 
@@ -39,10 +43,51 @@ class PoolData:
     pool: pd.DataFrame
     holdout: pd.DataFrame
     quarantined: int
+    partitioned: bool = field(default=False, init=False)
 
     def undispatched(self, dispatched: list[str]) -> np.ndarray:
         """Row indices of the pool items never sent to Label Studio."""
         return np.flatnonzero(~self.pool["item_id"].isin(set(dispatched)).to_numpy())
+
+    # What the stages ask of any pool (a partitioned one answers from its partitions).
+
+    @property
+    def n_pool(self) -> int:
+        return len(self.pool)
+
+    def sent_rows(self) -> pd.DataFrame:
+        """The pool rows of the items sent to annotators (here: the whole pool)."""
+        return self.pool
+
+    def n_undispatched(self, dispatched: list[str]) -> int:
+        return len(self.undispatched(dispatched))
+
+    def drift_rows(self, dispatched: list[str]) -> pd.DataFrame:
+        """The undispatched pool rows, which the drift check compares with the labeled."""
+        return self.pool.iloc[self.undispatched(dispatched)]
+
+    def inputs(
+        self, cfg: CampaignConfig, snapshot: pd.DataFrame, *, with_pool: bool = True
+    ) -> list[Any]:
+        """The model inputs of the labeled snapshot, the holdout and the pool (None without
+        ``with_pool``), encoded together."""
+        if not with_pool:
+            return [*model_inputs(cfg, snapshot, self.holdout), None]
+        return model_inputs(cfg, snapshot, self.holdout, self.pool)
+
+    def stop_inputs(
+        self, cfg: CampaignConfig, snapshot: pd.DataFrame, X_pool: Any, ids: list[str]
+    ) -> Any:
+        """The model inputs of the stop set's rows, in pool order."""
+        return X_pool[self.pool["item_id"].isin(set(ids)).to_numpy()]
+
+    def choose_stop(self, n: int, seed: int) -> list[str]:
+        """``n`` pool items drawn at random, once per campaign (the stop set)."""
+        rng = np.random.RandomState(seed)
+        n = min(n, len(self.pool))
+        return sorted(
+            self.pool["item_id"].to_numpy()[rng.choice(len(self.pool), n, replace=False)].tolist()
+        )
 
 
 @dataclass
@@ -113,9 +158,16 @@ class CampaignRun:
             self._experts = set(user_ids(self.target, self.cfg.labelstudio.reviewers).values())
         return self._experts
 
-    def load_data(self) -> PoolData:
-        """Pool and holdout, after validation (bad rows quarantined)."""
+    def load_data(self) -> PoolData | PartitionedData:
+        """Pool and holdout, after validation (bad rows quarantined); of a partitioned pool,
+        what the run needs of it (:mod:`flows.stages.pool`)."""
         cfg = self.cfg
+        if cfg.data.is_partitioned:
+            from flows.stages.pool import load_partitioned
+
+            pid = self.state.project_id
+            sent = Ledgers(self.store, pid).dispatched_ids() if pid is not None else []
+            return load_partitioned(cfg, self.store, sent, self.state.cycle)
         df = load_pool(cfg)
         quarantined = quarantine_broken_lines(self.store, cfg.data.source, df, self.state.cycle)
         if cfg.data.validation_suite:

@@ -21,12 +21,15 @@ def decide(run: CampaignRun, data: PoolData, trained: Trained) -> dict[str, Any]
     campaign's rules changed (a manual run with a new budget)."""
     cfg, k = run.cfg, run.state.cycle
     rules = cfg.rules(run.state.history).model_dump()
-    rows = data.undispatched(run.ledgers().dispatched_ids())
+    dispatched = run.ledgers().dispatched_ids()
 
     def make() -> dict[str, Any]:
-        drift = check_drift(cfg, trained.snapshot, data.pool.iloc[rows])
+        drift = check_drift(cfg, trained.snapshot, data.drift_rows(dispatched))
         decision = stopping_decision(
-            cfg, run.state.history, len(rows), judge_model=trained.one_class is None
+            cfg,
+            run.state.history,
+            data.n_undispatched(dispatched),
+            judge_model=trained.one_class is None,
         )
         return {**decision, "drift": drift, "rules": rules}
 
@@ -61,7 +64,7 @@ def stop_campaign(
     run.save(stage=Stage.STOPPED, stopped=True)
     summary = run_summary(run, data, trained, decision)
     publish_summary(run.cfg, {**summary, "status": "campaign stopped", "next_run": "none"})
-    write_report(run.cfg, run.store, data.pool, data.holdout)
+    write_report(run.cfg, run.store, data.sent_rows(), data.holdout, data.n_pool)
     return {"status": "stopped", "decision": decision, "cycle": trained.cycle}
 
 
@@ -76,5 +79,5 @@ def resume_stopped(run: CampaignRun, *, new_budget: bool) -> dict[str, Any] | No
     print(f"campaign {run.cfg.name} stopped at cycle {run.state.cycle}: {decision.get('reason')}")
     if not (run.store.read_json(REPORT_JSON) or {}).get("stopped"):
         data = run.load_data()
-        write_report(run.cfg, run.store, data.pool, data.holdout)
+        write_report(run.cfg, run.store, data.sent_rows(), data.holdout, data.n_pool)
     return {"status": "stopped", "decision": run.state.decision}

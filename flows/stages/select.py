@@ -8,6 +8,7 @@ import logging
 from typing import Any
 
 from flows.stages.context import CampaignRun, PoolData
+from flows.stages.pool import compose_partitioned
 from flows.stages.train import Trained
 from loopwise.batch import BatchPlan, batch_records, compose_batch, plan_batch
 from loopwise.features import model_inputs, text_space
@@ -60,11 +61,14 @@ def select_cold_start(run: CampaignRun, data: PoolData) -> dict[str, Any]:
     cfg = run.cfg
 
     def make() -> dict[str, Any]:
-        n = min(cfg.cold_start_size or cfg.batch_size, len(data.pool))
+        n = min(cfg.cold_start_size or cfg.batch_size, data.n_pool)
         if cfg.budget.labels is not None:
             n = min(n, cfg.budget.labels)
-        (X_pool,) = model_inputs(cfg, data.pool)
-        return _compose(run, data, _plan(run, n, cold=True), X_pool, None, None)
+        pool = data
+        if data.partitioned:  # clustered on a uniform sample of the pool, not on all of it
+            pool = PoolData(data.sample_rows(cfg), data.holdout, data.quarantined)
+        (X_pool,) = model_inputs(cfg, pool.pool)
+        return _compose(run, pool, _plan(run, n, cold=True), X_pool, None, None)
 
     return _once(run, make)
 
@@ -102,6 +106,10 @@ def _compose(
     """Pick with the plan's strategy among undispatched rows, add the control share, and
     turn the rows into the records dispatch takes."""
     cfg, seed = run.cfg, run.cfg.seed + run.state.cycle
+    if data.partitioned:
+        dispatched = run.ledgers().dispatched_ids()
+        batch = compose_partitioned(cfg, run.store, data, plan, model, labeled, dispatched, seed)
+        return {"strategy": plan.strategy, "batch": batch}
     rows_idx = data.undispatched(run.ledgers().dispatched_ids())
     X_cand = X_pool[rows_idx]
     if plan.needs_model:

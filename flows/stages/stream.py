@@ -18,7 +18,6 @@ import numpy as np
 import pandas as pd
 
 from flows.stages.context import CampaignRun
-from loopwise.features import model_inputs
 from loopwise.inference_log import check_records
 from loopwise.state import Stage, now_iso
 from loopwise.stream_policy import StreamPolicy
@@ -567,10 +566,15 @@ def retrain_now(run: CampaignRun, key: str, reason: str) -> dict[str, Any]:
     labels = run.ledgers().current_labels()
     records = label_time_records(store, run.state.cycle)
     snap = labeled_snapshot(
-        store, run.state.cycle, data.pool, list(labels.values()), records, cfg.data.text_column
+        store,
+        run.state.cycle,
+        data.sent_rows(),
+        list(labels.values()),
+        records,
+        cfg.data.text_column,
     )
     snapshot = store.read_parquet(snap["key"])
-    X_lab, X_hold = model_inputs(cfg, snapshot, data.holdout)
+    X_lab, X_hold, _ = data.inputs(cfg, snapshot, with_pool=False)
     model = fit(cfg, X_lab, snapshot["label"].to_numpy())
     from loopwise.model import evaluate_model
 

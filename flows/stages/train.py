@@ -4,18 +4,19 @@ cycle's MLflow run (once per cycle: the ``trained`` checkpoint holds the result)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import pandas as pd
 
 from flows.stages.context import CampaignRun, PoolData
-from loopwise.features import model_inputs
 from loopwise.state import Stage
 from storage.campaign import STOP_SET, checkpoint, checkpointed
 from tasks.data import record_pool_edits
 from tasks.evaluate import log_cycle
 from tasks.train import evaluate, fit, label_time_records, labeled_snapshot
+
+if TYPE_CHECKING:
+    from flows.stages.pool import PartitionedData
 
 __all__ = ["Trained", "train_and_log"]
 
@@ -47,19 +48,21 @@ def train_and_log(
     # What each item was sent with: the training rows, and what pool edits are measured by.
     records = label_time_records(store, k)
     text = cfg.data.text_column
-    record_pool_edits(run.ledgers(), k, [data.pool, data.holdout], records, text)
+    sent = data.sent_rows()
+    record_pool_edits(run.ledgers(), k, [sent, data.holdout], records, text)
     snap = (checkpoint(store, k, Stage.TRAINED) or {}).get("snapshot") or labeled_snapshot(
-        store, k, data.pool, list(run.ledgers().current_labels().values()), records, text
+        store, k, sent, list(run.ledgers().current_labels().values()), records, text
     )
     snapshot = store.read_parquet(snap["key"])
-    X_lab, X_hold, X_pool = model_inputs(cfg, snapshot, data.holdout, data.pool)
+    X_lab, X_hold, X_pool = data.inputs(cfg, snapshot)
     model = fit(cfg, X_lab, snapshot["label"].to_numpy())
+    X_stop = data.stop_inputs(cfg, snapshot, X_pool, _stop_set(run, data))
     done = checkpointed(
         store,
         k,
         Stage.TRAINED,
         lambda: _evaluate_and_log(
-            run, data, model, snap, snapshot, X_hold, X_pool, annotator_accuracy
+            run, data, model, snap, snapshot, X_hold, X_stop, annotator_accuracy
         ),
     )
     run.save(stage=Stage.TRAINED, history=[*run.state.history_before(k), done["row"]])
@@ -86,17 +89,14 @@ def _evaluate_and_log(
     snap: dict[str, Any],
     snapshot: pd.DataFrame,
     X_hold: Any,
-    X_pool: Any,
+    X_stop: Any,
     annotator_accuracy: dict[str, float],
 ) -> dict[str, Any]:
     """The ``trained`` checkpoint: holdout metrics, the learning-curve row, the MLflow run."""
     cfg, k = run.cfg, run.state.cycle
-    in_stop = data.pool["item_id"].isin(_stop_set(run, data.pool)).to_numpy()
     previous = checkpoint(run.store, k - 1, Stage.TRAINED) or {}
     y_hold = data.holdout[cfg.data.label_column].astype(str).to_numpy()
-    metrics = evaluate(
-        cfg, model, X_hold, y_hold, X_pool[in_stop], previous.get("stop_predictions")
-    )
+    metrics = evaluate(cfg, model, X_hold, y_hold, X_stop, previous.get("stop_predictions"))
     annotations = run.ledgers().paid_annotations()
     row = {
         "cycle": k,
@@ -129,12 +129,10 @@ def _evaluate_and_log(
     }
 
 
-def _stop_set(run: CampaignRun, pool: pd.DataFrame) -> list[str]:
+def _stop_set(run: CampaignRun, data: PoolData | PartitionedData) -> list[str]:
     """A fixed sample of pool ids on which consecutive models are compared (chosen once)."""
     ids = run.store.read_json(STOP_SET)
     if ids is None:
-        rng = np.random.RandomState(run.cfg.seed)
-        n = min(run.cfg.stop_set_size, len(pool))
-        ids = sorted(pool["item_id"].to_numpy()[rng.choice(len(pool), n, replace=False)].tolist())
+        ids = data.choose_stop(run.cfg.stop_set_size, run.cfg.seed)
         run.store.write_json(STOP_SET, ids)
     return ids
