@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,7 +55,9 @@ def _check_key(cfg: CampaignConfig, digest: str) -> str:
     """The check file of a partition content under this campaign's validation settings."""
     d = cfg.data
     suite = d.validation_suite
-    suite_text = Path(suite).read_bytes() if suite and Path(suite).is_file() else str(suite)
+    suite_text = (
+        Path(suite).read_bytes() if suite and Path(suite).is_file() else str(suite).encode()
+    )
     settings = json.dumps(
         [d.id_column, d.label_column, d.holdout.seed, cfg.seed, cfg.labels], default=str
     ).encode()
@@ -133,11 +136,12 @@ def checked_rows(
     if store.exists(key):
         check = store.read_parquet(key)
     else:
+        started = time.perf_counter()
         check = _build_check(cfg, store, ref, df, cycle)
         buf = io.BytesIO()
         check.to_parquet(buf, engine="pyarrow", index=False)
         store.write_bytes(key, buf.getvalue())
-        facts["validated"] = True
+        facts |= {"validated": True, "check_seconds": time.perf_counter() - started}
     if len(check) != len(df):  # a check file of other content: never trust it
         raise ValueError(f"{store.uri(key)}: {len(check)} rows where {ref.uri} has {len(df)}")
     df = _numbers_again(cfg, df.assign(item_id=check["item_id"].to_numpy()), check["valid"])
