@@ -101,7 +101,7 @@ class DataConfig(_Strict):
         "converted once into partitions (only its new rows when it grows)",
     )
     partition_rows: int = Field(
-        100_000, ge=1_000, description="rows per partition when a single file is converted"
+        100_000, ge=100, description="rows per partition when a single file is converted"
     )
 
     @property

@@ -69,9 +69,11 @@ def _check_key(cfg: CampaignConfig, digest: str) -> str:
 
 def _frame(cfg: CampaignConfig, table: Any) -> pd.DataFrame:
     """The partition as the campaign reads a table: the label column as strings."""
+    import pyarrow as pa
+
     df = table.to_pandas()
     label = cfg.data.label_column
-    if label and label in df.columns:
+    if label and label in df.columns and not pa.types.is_string(table.schema.field(label).type):
         df[label] = as_strings(df[label])
     return df
 
@@ -269,7 +271,7 @@ def numeric_features(cfg: CampaignConfig, rows: pd.DataFrame, *, where: str) -> 
     d = cfg.data
     if d.text_column:
         return rows
-    skip = {c for c in (d.id_column, d.label_column, "item_id") if c}
+    skip = {c for c in (d.id_column, d.label_column, "item_id", "label") if c}
     cols = d.feature_columns or [c for c in rows.columns if c not in skip]
     out = rows
     for c in cols:
