@@ -47,7 +47,8 @@ class CheckRequest:
     stop_ids: frozenset[str]  # the stop set, once chosen: its rows come back
     eval_cut: int | None  # holdout rows with a hash below it come back (None: counts only)
     stop_size: int  # when the stop set is not chosen yet: the draw of this many rows
-    sample_size: int  # the undispatched pool rows drawn for drift and the cold start
+    sample_below: int  # undispatched pool rows whose draw key is below it come back (the
+    # sample for drift and the cold start: a uniform share of the pool, 0 for none)
     cycle: int | None
 
 
@@ -201,7 +202,8 @@ def check_partition(
 ) -> dict[str, Any]:
     """One partition's check: counts, its evaluated holdout rows (with ``ask.eval_cut``), the
     rows of the items dispatched or in the stop set, its ``stop_size`` smallest-key pool
-    rows (ids and keys) and its ``sample_size`` smallest-key undispatched pool rows."""
+    rows (ids and keys) and its undispatched pool rows with a draw key below
+    ``ask.sample_below``."""
     df, check, facts = checked_rows(cfg, store, ref, ask.cycle)
     if df is None:
         return {"facts": facts}
@@ -221,8 +223,7 @@ def check_partition(
     pool_idx = np.flatnonzero(pool)
     stop = pool_idx[smallest(keys[pool_idx], ask.stop_size)]
     out["stop"] = pd.DataFrame({"item_id": df["item_id"].to_numpy()[stop], "key": keys[stop]})
-    free_idx = np.flatnonzero(free)
-    pick = free_idx[smallest(keys[free_idx], ask.sample_size)]
+    pick = np.flatnonzero(free & (keys < np.uint64(ask.sample_below)))
     out["sample"] = df.iloc[pick].assign(_key=keys[pick])
     return out
 
@@ -239,9 +240,11 @@ def score_partition_file(
     params: dict[str, Any],
     seed: int,
     n_draw: int,
+    cap: int,
 ) -> dict[str, Any]:
-    """One partition's best candidates for the batch (its rows with ``score`` and the model
-    inputs ``X``) and its ``n_draw`` smallest-key undispatched rows for the control share."""
+    """One partition's best candidates for the batch (at most ``cap``: its rows with
+    ``score`` and the model inputs ``X``) and its ``n_draw`` smallest-key undispatched rows
+    for the control share."""
     df, check, facts = checked_rows(cfg, store, ref, None)
     if df is None:
         return {"facts": facts, "candidates": pd.DataFrame(), "draw": pd.DataFrame()}
@@ -254,6 +257,7 @@ def score_partition_file(
         return {"facts": facts, "candidates": rows, "draw": rows}
     (X,) = model_inputs(cfg, numeric_features(cfg, rows, where=ref.uri))
     local, scores = partition_scores(model, X, 0, n, strategy_for(strategy, params, seed))
+    local, scores = local[:cap], scores[:cap]
     draw = smallest(keys, n_draw)
     return {
         "facts": facts,

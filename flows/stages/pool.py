@@ -34,8 +34,10 @@ log = logging.getLogger("loopwise.pool")
 
 #: The check's own records: the evaluated holdout's hash cut, fixed at the first check.
 EVAL_CUT = "pool/eval_cut.json"
-#: Undispatched rows drawn at random for the drift check and the cold start.
+#: Undispatched rows drawn at random for the drift check and the cold start (about).
 SAMPLE_ROWS = 20_000
+#: A partition returns at most this many times its share of the candidates kept.
+CANDIDATE_SLACK = 3
 _HELPER_COLUMNS = ["_key", "score", "_pos"]
 
 
@@ -146,13 +148,14 @@ def load_partitioned(
 
     refs = _partitions(cfg, store, cycle)
     stop = store.read_json(STOP_SET)
-    cut = (store.read_json(EVAL_CUT) or {}).get("cut")
+    seen = store.read_json(EVAL_CUT) or {}
+    cut = seen.get("cut")
     ask = CheckRequest(
         dispatched=frozenset(dispatched),
         stop_ids=frozenset(stop or []),
         eval_cut=cut,
         stop_size=0 if stop is not None else cfg.stop_set_size,
-        sample_size=SAMPLE_ROWS,
+        sample_below=_sample_below(seen.get("rows")),
         cycle=cycle,
     )
     results = map_partitions(cfg, "check", store, refs, ask)
@@ -178,14 +181,23 @@ def load_partitioned(
             n_hold = sum(int(f.get("holdout") or 0) for f in facts)
             h = cfg.data.holdout
             cut = eval_cut(h.fraction, n_hold, h.max_rows or DEFAULT_HOLDOUT_ROWS)
-            store.write_json(EVAL_CUT, {"cut": cut, "holdout_rows": n_hold})
+            store.write_json(EVAL_CUT, {"cut": cut, "holdout_rows": n_hold, "rows": rows})
         if stop is None:
             draw = _concat([r.get("stop") for r in results]).drop_duplicates("item_id")
             pick = smallest(draw["key"].to_numpy(dtype=np.uint64), cfg.stop_set_size)
             stop = sorted(draw["item_id"].to_numpy()[pick].tolist())
             store.write_json(STOP_SET, stop)
-        again = CheckRequest(**{**ask.__dict__, "eval_cut": cut, "stop_ids": frozenset(stop)})
+        again = CheckRequest(
+            **{
+                **ask.__dict__,
+                "eval_cut": cut,
+                "stop_ids": frozenset(stop),
+                "sample_below": _sample_below(rows),
+            }
+        )
         results = map_partitions(cfg, "check", store, refs, again)
+    elif abs(rows - int(seen.get("rows") or 0)) > 0.1 * rows:  # the sample's size follows
+        store.write_json(EVAL_CUT, {**seen, "rows": rows})
     holdout = _concat([r.get("holdout") for r in results])
     if cfg.data.holdout.source is not None:
         from tasks.data import read_holdout
@@ -202,6 +214,14 @@ def load_partitioned(
         facts=facts,
         quarantined=rows - valid,
     )
+
+
+def _sample_below(rows: int | None) -> int:
+    """The draw key under which about ``SAMPLE_ROWS`` of ``rows`` fall (none when the pool's
+    size is not known yet: the first check fetches it in its second pass)."""
+    if not rows:
+        return 0
+    return min(2**64 - 1, int(2**64 * min(1.0, SAMPLE_ROWS / rows)))
 
 
 def _concat(frames: list[pd.DataFrame | None]) -> pd.DataFrame:
@@ -228,12 +248,19 @@ def compose_partitioned(
     from flows.pool import map_partitions
 
     strategy = strategy_for(plan.strategy, plan.params, seed)
+    score_strategy = isinstance(strategy, ScoreStrategy)
+    prefilter = PREFILTER_FACTOR * plan.n_picked * cfg.score_partitions
+    share = -(-CANDIDATE_SLACK * prefilter // max(len(data.refs), 1))
     scoring = {
         "n": plan.n_picked,
         "strategy": plan.strategy,
         "params": plan.params,
         "seed": seed,
         "n_draw": plan.n_control + plan.n_picked,
+        # A per-row score strategy's top n is exact from each partition's top n; another
+        # strategy sees the most uncertain rows, of which a partition sends at most
+        # CANDIDATE_SLACK times its share (all of them when the pool has few partitions).
+        "cap": plan.n_picked if score_strategy else max(plan.n_picked, share),
     }
     results = map_partitions(cfg, "score", store, data.refs, model, frozenset(dispatched), scoring)
     parts, X_parts, offset = [], [], 0
@@ -244,10 +271,7 @@ def compose_partitioned(
             X_parts.append(r["X"])
             offset += len(c)
     merged = merge_candidates(
-        parts,
-        plan.n_picked,
-        score_strategy=isinstance(strategy, ScoreStrategy),
-        prefilter=PREFILTER_FACTOR * plan.n_picked * cfg.score_partitions,
+        parts, plan.n_picked, score_strategy=score_strategy, prefilter=prefilter
     )
     if len(merged):
         X_cand = np.concatenate(X_parts)[merged["_pos"].to_numpy()]
