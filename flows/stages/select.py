@@ -137,13 +137,12 @@ def _score_and_select(
 ) -> tuple[list[int], list[float]]:
     """Score the candidates partition by partition (on Dask when configured), then select."""
     from flows.cycle import score_pool
+    from flows.pool import task_runner
 
     cfg = run.cfg
     args = (model, X_cand, plan.n_picked, plan.strategy, plan.params, seed, cfg.score_partitions)
-    if cfg.dask_address:
-        from prefect_dask import DaskTaskRunner
-
-        runner = DaskTaskRunner(address=cfg.dask_address)
+    runner = task_runner(cfg)
+    if runner is not None:
         scored = score_pool.with_options(task_runner=runner)(*args)
     else:
         scored = score_pool.fn(*args)
