@@ -81,3 +81,15 @@ def test_an_s3_store_that_does_not_answer_is_named(healthy, tmp_path, monkeypatc
     monkeypatch.setenv("AWS_DEFAULT_REGION", "us-east-1")
     with pytest.raises(ServiceDown, match=r"the store s3://bucket/camp/ does not answer"):
         check_services.fn(_cfg(healthy, healthy), Store("s3://bucket/camp"), timeout=2)
+
+
+def test_a_dask_scheduler_that_does_not_listen_is_named(healthy, tmp_path):
+    port = _closed_port()
+    cfg = _cfg(healthy, healthy).model_copy(update={"dask_address": f"tcp://127.0.0.1:{port}"})
+    with pytest.raises(ServiceDown, match=f"Dask scheduler at tcp://127.0.0.1:{port}"):
+        check_services.fn(cfg, Store(tmp_path))
+    with socket.socket() as s:  # something listens: the check passes
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        up = cfg.model_copy(update={"dask_address": f"tcp://127.0.0.1:{s.getsockname()[1]}"})
+        check_services.fn(up, Store(tmp_path))
