@@ -240,10 +240,10 @@ class _Gateway:
         policy: StreamPolicy | None,
         settings: GatewaySettings | None,
     ) -> "_Gateway":
-        from tasks.data import load_pool
+        from tasks.data import pool_head
 
         settings = settings or GatewaySettings.from_config(cfg)
-        schema = InputSchema.from_pool(cfg, load_pool.fn(cfg))
+        schema = InputSchema.from_pool(cfg, pool_head(cfg))
         own = watcher is None
         if watcher is None:
             watcher = ChampionWatcher(

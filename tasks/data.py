@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +19,7 @@ from tasks import io_task, step_task
 __all__ = [
     "id_scheme",
     "load_pool",
+    "pool_head",
     "quarantine_broken_lines",
     "read_holdout",
     "record_pool_edits",
@@ -46,6 +48,28 @@ def load_pool(cfg: CampaignConfig, scheme: IdScheme | None = None) -> pd.DataFra
     out.attrs["bad_lines"] = bad
     out.attrs["id_scheme"] = "column" if cfg.data.id_column else scheme
     return out
+
+
+def pool_head(cfg: CampaignConfig) -> pd.DataFrame:
+    """Rows of the pool with its columns as the model reads them (vectors spread), for what
+    needs only its schema (the gateway): the whole pool when it is one file, the first
+    partition (or first 1,000 rows) of a partitioned one, which is never read whole."""
+    if not cfg.data.is_partitioned:
+        return load_pool.fn(cfg)
+    from loopwise.infer import expand_vectors
+    from storage.partitions import csv_chunks, list_partitions, read_partition
+
+    src = cfg.data.source
+    if src.endswith("/") or (not src.startswith("s3://") and Path(src).is_dir()):
+        first = list_partitions(src)[0]
+        df = read_partition(first.read_bytes(), first.uri).to_pandas()
+    else:
+        label = [cfg.data.label_column] if cfg.data.label_column else []
+        chunks = csv_chunks(
+            src, 0, rows=1000, encoding=cfg.data.encoding, string_columns=label, bad_lines=[]
+        )
+        df = next(iter(chunks))
+    return expand_vectors(df)
 
 
 def id_scheme(cfg: CampaignConfig) -> IdScheme:

@@ -104,11 +104,11 @@ def predict_missing(
 
     from serving.champion import ChampionWatcher
     from serving.inputs import InputSchema
-    from tasks.data import load_pool
+    from tasks.data import pool_head
 
     if not records:
         return [], []
-    schema = InputSchema.from_pool(cfg, load_pool.fn(cfg))
+    schema = InputSchema.from_pool(cfg, pool_head(cfg))
     model, version = ChampionWatcher(cfg, start=False).current()
     check = schema.pydantic_model()
     good, bad = [], []
@@ -139,13 +139,13 @@ def predict_reference(cfg: CampaignConfig, version: str, frame: Any) -> list[str
     import mlflow.sklearn
 
     from serving.inputs import InputSchema
-    from tasks.data import load_pool
+    from tasks.data import pool_head
     from tasks.evaluate import _client, model_name
 
     _client(cfg)  # the tracking URI and the bounded HTTP retries
     model = mlflow.sklearn.load_model(f"models:/{model_name(cfg)}/{version}")
     # The model's column order is the pool's (a kept window has its columns sorted).
-    schema = InputSchema.from_pool(cfg, load_pool.fn(cfg))
+    schema = InputSchema.from_pool(cfg, pool_head(cfg))
     rows = schema.rows(frame[list(schema.fields)].to_dict("records"))
     return [str(p) for p in model.predict(rows)]
 

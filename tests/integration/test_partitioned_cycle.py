@@ -11,7 +11,6 @@ import pytest
 import yaml
 
 from loopwise.items import holdout_mask
-
 from storage.store import Store
 from tests.integration.test_cycle_flow import (
     PLANTED,
@@ -40,8 +39,8 @@ def test_a_partitioned_campaign_runs_cycles_and_a_rerun_after_a_crash_sends_noth
 ):
     from flows.cycle import cycle
     from flows.report import report
-    from loopwise.config import load_campaign
     from flows.stages import context
+    from loopwise.config import load_campaign
 
     monkeypatch.setenv("LOOPWISE_TEST_LS_TOKEN", label_studio.token)
     path = _write_campaign(tmp_path, label_studio, name=f"parts-{next(_names)}")

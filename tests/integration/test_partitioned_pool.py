@@ -218,7 +218,7 @@ def test_a_corrupt_partition_is_quarantined_with_its_path_and_the_rest_goes_on(h
     load_partitioned(cfg, store, [], 2)  # seen again: quarantined once
     assert len(store.read_jsonl(quarantine_key(str(paths[4])))) == 1
     strict = _cfg(tmp_path, str(tmp_path / "pool"), name="strict", min_valid_fraction=0.95)
-    with pytest.raises(ValidationFailed, match="part-004.parquet"):
+    with pytest.raises(ValidationFailed, match=r"part-004\.parquet"):
         load_partitioned(strict, campaign_store(strict.storage_root, strict.name), [], 1)
 
 
@@ -286,6 +286,13 @@ def test_a_vector_column_is_a_feature_without_a_column_per_dimension(harness, tm
     assert _picked(batch_a) == _picked(batch_b)
     record = batch_b[0]["data"]["record"]
     assert list(record) == ["uid", "emb"] and len(record["emb"]) == 8
+    # The gateway serves it with the fields the single-file pool has, reading one partition.
+    from serving.inputs import InputSchema
+    from tasks.data import pool_head
+
+    fields = list(InputSchema.from_pool(parts.cfg, pool_head(parts.cfg)).fields)
+    assert fields == [f"emb_{i}" for i in range(8)]
+    assert fields == list(InputSchema.from_pool(whole.cfg, pool_head(whole.cfg)).fields)
 
 
 # ------------------------------------------------------------------ on S3
