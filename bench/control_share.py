@@ -5,7 +5,7 @@ control: an unbiased accuracy estimate and the counterfactual of random labeling
 Those labels are not chosen by the strategy, so they may buy less accuracy. This runs
 the label-efficiency protocol (``label_efficiency.py``: 5 paired seeds, batches of 10,
 budget 500) with three arms: the default strategy, the default with its control share
-(``loopwise.batch.control_count`` / ``draw_control``, exactly as the cycle draws it), and
+(``loopwise.batch.control_count`` / ``draw_control``: a uniform draw, as the cycle's own (which draws by item-id hash keys)), and
 random. Writes bench/results/control_share.{json,md}.
 
     python bench/control_share.py

@@ -105,10 +105,12 @@ from loopwise.drift import drift_report  # noqa: E402
 from loopwise.features import model_inputs  # noqa: E402
 from loopwise.items import assign_ids, split_by_hash  # noqa: E402
 from loopwise.model import build_model, evaluate_model, prediction_agreement  # noqa: E402
+from loopwise.partitions import draw_keys  # noqa: E402
 from loopwise.scoring import (  # noqa: E402
     partition_bounds,
     partition_scores,
     select_from_candidates,
+    shortlist,
     strategy_for,
 )
 from loopwise.stopping import decide, history_records  # noqa: E402
@@ -412,18 +414,17 @@ def plain_cycle(setup: dict[str, Any], k: int) -> dict[str, Any]:
         picked, scores = select_from_candidates(
             model,
             X_cand,
-            np.unique(np.concatenate([idx for idx, _ in scored])),
+            shortlist(scored, plan.n_picked, strategy_for(plan.strategy, plan.params, seed)),
             plan.n_picked,
             strategy_for(plan.strategy, plan.params, seed),
             X_labeled=X_lab,
             y_labeled=y_lab,
         )
         rows, query_scores, control = compose_batch(
-            len(rows_idx),
             [int(i) for i in picked],
             [float(v) for v in scores],
             plan.n_control,
-            seed,
+            draw_keys(pool["item_id"].to_numpy()[rows_idx].tolist(), cfg.seed),
         )
         pool_rows = [int(rows_idx[i]) for i in rows]
         batch = batch_records(

@@ -151,30 +151,16 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
     from tasks.partitions import numeric_features
     from tasks.train import fit
 
-    cluster = None
-    if job["workers"]:
-        from distributed import LocalCluster
-
-        cluster = LocalCluster(
-            n_workers=job["workers"],
-            threads_per_worker=1,
-            processes=True,
-            dashboard_address=None,
-            memory_limit="6GiB",
-        )
-        job["address"] = cluster.scheduler_address
-        from distributed import Client
-
-        with Client(cluster) as client:  # a long-lived cluster has imported its code
-            client.run(lambda: __import__("tasks.partitions"))
     cfg = _campaign(job)
     store = campaign_store(cfg.storage_root, cfg.name)
     if job.get("warm"):  # and has run a cycle's tasks before (the pool is unchanged)
         load_partitioned(cfg, store, [], 1)
     times: dict[str, float] = {}
+    rss: dict[str, float] = {}
     t = time.perf_counter()
     data = load_partitioned(cfg, store, [], 1)
     times["check"] = time.perf_counter() - t
+    rss["check"] = _rss_mb()
     validating = sum(float(f.get("check_seconds") or 0.0) for f in data.facts)
     t = time.perf_counter()
     lab = data.holdout.iloc[:N_LABELED]
@@ -197,8 +183,7 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
         cfg, store, data, plan, model, (X_lab, y_lab.to_numpy()), [], cfg.seed
     )
     times["select"] = time.perf_counter() - t
-    if cluster is not None:
-        cluster.close()
+    rss["select"] = _rss_mb()
     total = sum(times.values())
     return {
         "times": times,
@@ -208,8 +193,81 @@ def child(job: dict[str, Any]) -> dict[str, Any]:
         "validating_seconds_in_workers": validating,
         "picked": [b["item_id"] for b in batch if not b["control"]],
         "n_batch": len(batch),
+        "rss_after_mb": rss,
         "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }
+
+
+def _rss_mb() -> float:
+    with open("/proc/self/status") as f:
+        line = next(ln for ln in f if ln.startswith("VmRSS:"))
+    return int(line.split()[1]) / 1024
+
+
+class Cluster:
+    """A Dask scheduler and ``n`` worker processes of one thread each, other processes than
+    the flow process (as another machine would be); stopped by their process ids."""
+
+    def __init__(self, n: int, where: Path, env: dict[str, str]) -> None:
+        self.file = where / f"scheduler-{n}.json"
+        self.file.unlink(missing_ok=True)
+        dask = [sys.executable, "-m", "distributed.cli.dask_scheduler"]
+        self.procs = [
+            subprocess.Popen(
+                [
+                    *dask,
+                    "--host",
+                    "127.0.0.1",
+                    "--port",
+                    "0",
+                    "--dashboard-address",
+                    ":0",
+                    "--scheduler-file",
+                    str(self.file),
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+        ]
+        while not self.file.exists():
+            time.sleep(0.2)
+        time.sleep(0.5)
+        self.address = json.loads(self.file.read_text())["address"]
+        worker = [sys.executable, "-m", "distributed.cli.dask_worker", self.address]
+        self.procs.append(
+            subprocess.Popen(
+                [
+                    *worker,
+                    "--nworkers",
+                    str(n),
+                    "--nthreads",
+                    "1",
+                    "--memory-limit",
+                    "6GiB",
+                    "--no-dashboard",
+                    "--preload",
+                    "tasks.partitions",
+                ],
+                env=env,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                cwd=ROOT,
+            )
+        )
+        from distributed import Client
+
+        with Client(self.address) as client:
+            client.wait_for_workers(n, timeout=120)
+
+    def stop(self) -> None:
+        for p in reversed(self.procs):
+            p.terminate()
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                p.kill()
 
 
 def peer_child(job: dict[str, Any]) -> dict[str, Any]:
@@ -322,13 +380,19 @@ def main(argv: list[str] | None = None) -> int:
             for place, source, store in places:
                 _fresh(store, args.data)
                 job = {"source": source, "store": store, "suite": suite_for(name, args.data)}
-                first = _spawn("child", {**job, "workers": max(args.workers)}, env)
-                rows.append(_row(name, place, max(args.workers), "first (validates)", first))
-                print(_say(rows[-1]), flush=True)
-                for w in args.workers:
-                    again = _spawn("child", {**job, "workers": w, "warm": True}, env)
-                    rows.append(_row(name, place, w, "unchanged pool", again))
-                    print(_say(rows[-1]), flush=True)
+                for w in sorted(args.workers, reverse=True):
+                    cluster = Cluster(w, args.data, env)
+                    try:
+                        job["address"] = cluster.address
+                        if w == max(args.workers):
+                            first = _spawn("child", job, env)
+                            rows.append(_row(name, place, w, "first (validates)", first))
+                            print(_say(rows[-1]), flush=True)
+                        again = _spawn("child", {**job, "warm": True}, env)
+                        rows.append(_row(name, place, w, "unchanged pool", again))
+                        print(_say(rows[-1]), flush=True)
+                    finally:
+                        cluster.stop()
             if not SIZES[name][2] and SIZES[name][0] <= 1_000_000:
                 peer = _spawn("peer", {"source": str(folder)}, env)
                 rows.append(
@@ -372,7 +436,11 @@ def _row(name: str, place: str, workers: int, cycle: str, r: dict[str, Any]) -> 
 
 def _say(r: dict[str, Any]) -> str:
     t = " ".join(f"{k} {v:.1f}s" for k, v in r["times"].items())
-    return f"{r['pool']:>6} {r['place']:>5} {r['who']} w={r['workers']} {r['cycle']}: {t}, peak RSS {r['peak_rss_mb']:.0f} MB"
+    after = r.get("rss_after_mb") or {}
+    return (
+        f"{r['pool']:>6} {r['place']:>5} {r['who']} w={r['workers']} {r['cycle']}: {t}, "
+        f"peak RSS {r['peak_rss_mb']:.0f} MB (after: {after})"
+    )
 
 
 def report(rows: list[dict[str, Any]]) -> str:

@@ -64,6 +64,7 @@ from loopwise.scoring import (  # noqa: E402
     partition_bounds,
     partition_scores,
     select_from_candidates,
+    shortlist,
     strategy_for,
 )
 from loopwise.stopping import CycleRecord, StoppingRules, decide, hindsight_stop_point  # noqa: E402
@@ -189,7 +190,7 @@ def simulate(cfg: CampaignConfig, data: dict[str, Any], seed: int, max_labels: i
             partition_scores(model, X_cand[a:b], a, n, strategy_for(name, params, seed + k))
             for a, b in partition_bounds(X_cand.shape[0], cfg.score_partitions)
         ]
-        candidates = np.unique(np.concatenate([idx for idx, _ in scored]))
+        candidates = shortlist(scored, n, strategy_for(name, params, seed + k))
         rows, _ = select_from_candidates(
             model,
             X_cand,

@@ -142,13 +142,20 @@ def plan_batch(
 
 
 def compose_batch(
-    n_candidates: int, picked: Sequence[int], scores: Sequence[float], n_control: int, seed: int
+    picked: Sequence[int], scores: Sequence[float], n_control: int, keys: np.ndarray
 ) -> tuple[list[int], list[float | None], list[bool]]:
-    """The picked rows then the control share, drawn at random from what was not picked.
+    """The picked rows then the control share: the ``n_control`` rows not picked with the
+    smallest draw ``keys`` (one per candidate row, :func:`loopwise.partitions.draw_keys` of
+    its item id), smallest first. A uniform draw, and the same rows whether the pool is
+    one file or partitions, since a partition's smallest keys hold the pool's.
 
     Returns (candidate row indices, query scores — None for control rows, control flags).
     """
-    control = draw_control(n_candidates, picked, n_control, seed)
+    from loopwise.partitions import smallest
+
+    keys = np.asarray(keys)
+    free = np.setdiff1d(np.arange(keys.size), np.asarray(list(picked), dtype=int))
+    control = [int(i) for i in free[smallest(keys[free], n_control)]]
     rows = [int(i) for i in picked] + control
     return (
         rows,

@@ -24,6 +24,8 @@ __all__ = [
     "holdout_cut",
     "holdout_hashes",
     "merge_candidates",
+    "score_cut",
+    "short_of",
     "smallest",
     "valid_share",
 ]
@@ -80,21 +82,38 @@ def smallest(keys: np.ndarray, k: int) -> np.ndarray:
     return part[np.lexsort((part, keys[part]))]
 
 
-def merge_candidates(
-    parts: Sequence[pd.DataFrame], n: int, *, score_strategy: bool, prefilter: int
-) -> pd.DataFrame:
-    """The batch's candidates from every partition's best (frames with ``item_id`` and
-    ``score``, best first): the global top ``n`` for a per-row score strategy (exact: each
-    partition sent its own top ``n``), else the ``prefilter`` most uncertain rows, which the
-    strategy then chooses from. Ties go to the smaller item id, so the merge does not
-    depend on the order in which partitions answered."""
+def score_cut(top_scores: Sequence[np.ndarray], keep: int) -> float:
+    """The ``keep``-th best score of the pool, from every partition's best scores (each at
+    least its own ``keep`` best, or all it has): rows scoring below it are not candidates
+    (``-inf`` when the pool has at most ``keep`` rows)."""
+    both = (
+        np.concatenate([np.asarray(t, dtype=np.float64) for t in top_scores])
+        if top_scores
+        else np.zeros(0)
+    )
+    if both.size <= keep:
+        return float("-inf")
+    return float(np.partition(both, both.size - keep)[both.size - keep])
+
+
+def short_of(sent: int, cap: int, top_scores: np.ndarray, cut: float) -> bool:
+    """Whether a partition that sent ``sent`` of at most ``cap`` candidates holds more rows
+    scoring at least ``cut`` than it sent: it must send them too, for the merge to be exact."""
+    return sent >= cap and int((np.asarray(top_scores) >= cut).sum()) > sent
+
+
+def merge_candidates(parts: Sequence[pd.DataFrame], keep: int) -> pd.DataFrame:
+    """The pool's ``keep`` best candidates from every partition's (frames with ``score``,
+    ``_part`` and ``_row``: the partition's place and the row's in it), ties to the earlier
+    row of the pool; in pool order, as a single-file pool's candidates are."""
     frames = [p for p in parts if len(p)]
     if not frames:
-        return pd.DataFrame(columns=["item_id", "score"])
+        return pd.DataFrame(columns=["item_id", "score", "_part", "_row"])
     both = pd.concat(frames, ignore_index=True)
-    both = both.sort_values(["score", "item_id"], ascending=[False, True], kind="stable")
-    keep = n if score_strategy else prefilter
-    return both.head(keep).reset_index(drop=True)
+    best = both.sort_values(
+        ["score", "_part", "_row"], ascending=[False, True, True], kind="stable"
+    )
+    return best.head(keep).sort_values(["_part", "_row"], kind="stable").reset_index(drop=True)
 
 
 def valid_share(counts: Sequence[dict[str, Any]]) -> tuple[float, int, int]:

@@ -18,12 +18,17 @@ __all__ = [
     "partition_bounds",
     "partition_scores",
     "select_from_candidates",
+    "shortlist",
+    "shortlist_size",
     "strategy_for",
 ]
 
-#: Strategies that are not a per-row score see the union of the partitions' most
-#: uncertain rows, this many times the batch (and the whole pool when it is smaller).
-PREFILTER_FACTOR = 50
+#: Strategies that are not a per-row score choose among the pool's most uncertain rows
+#: (by margin), this many times the batch (the whole pool when it is smaller): the same
+#: rows however the pool is cut into partitions. (Until issue 16 each of the default 4
+#: partitions kept 50 times the batch: at most as many rows, which ones depending on
+#: the cut.)
+PREFILTER_FACTOR = 200
 
 
 def partition_bounds(n_rows: int, n_partitions: int) -> list[tuple[int, int]]:
@@ -42,9 +47,9 @@ def partition_scores(
 ) -> tuple[np.ndarray, np.ndarray]:
     """The best candidates of one partition: (global row indices, scores), best first.
 
-    For a per-row score strategy this is its own score, and the union of the
-    partitions' top ``n`` holds the global top ``n`` exactly. For any other
-    strategy it is the margin score, keeping ``PREFILTER_FACTOR · n`` rows.
+    For a per-row score strategy this is its own score, keeping ``n`` rows; for any
+    other strategy it is the margin score, keeping ``PREFILTER_FACTOR · n`` rows. Either
+    way the union of the partitions' rows holds the pool's best (:func:`shortlist`).
     """
     if _is_score_strategy(strategy):
         scores = score_pool(clf, X_part, strategy.utility)
@@ -55,6 +60,21 @@ def partition_scores(
     keep = min(keep, scores.size)
     idx = np.argsort(-scores, kind="stable")[:keep]
     return idx + offset, scores[idx]
+
+
+def shortlist_size(n: int, score_strategy: bool) -> int:
+    """How many of the pool's best rows the strategy chooses from."""
+    return n if score_strategy else PREFILTER_FACTOR * n
+
+
+def shortlist(scored: list[tuple[np.ndarray, np.ndarray]], n: int, strategy: Any) -> np.ndarray:
+    """The pool's best rows from the partitions' (:func:`partition_scores`): the global top
+    :func:`shortlist_size` by score, ties to the smaller row; sorted by row."""
+    idx = np.concatenate([i for i, _ in scored]) if scored else np.zeros(0, dtype=np.int64)
+    val = np.concatenate([s for _, s in scored]) if scored else np.zeros(0)
+    keep = shortlist_size(n, _is_score_strategy(strategy))
+    order = np.lexsort((idx, -val))[:keep]
+    return np.sort(idx[order]).astype(np.int64)
 
 
 def select_from_candidates(

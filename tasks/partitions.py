@@ -243,8 +243,10 @@ def score_partition_file(
     cap: int,
 ) -> dict[str, Any]:
     """One partition's best candidates for the batch (at most ``cap``: its rows with
-    ``score`` and the model inputs ``X``) and its ``n_draw`` smallest-key undispatched rows
-    for the control share."""
+    ``score``, ``_row`` and the model inputs ``X``), the scores of its shortlist
+    (:func:`loopwise.scoring.partition_scores`: ``top``, so that the flow can tell whether
+    it needs more of them) and its ``n_draw`` smallest-key undispatched rows for the
+    control share."""
     df, check, facts = checked_rows(cfg, store, ref, None)
     if df is None:
         return {"facts": facts, "candidates": pd.DataFrame(), "draw": pd.DataFrame()}
@@ -254,15 +256,16 @@ def score_partition_file(
     keys = check["key"].to_numpy()[free]
     facts["undispatched"] = len(rows)
     if not len(rows):
-        return {"facts": facts, "candidates": rows, "draw": rows}
+        return {"facts": facts, "candidates": rows, "draw": rows, "top": np.zeros(0)}
     (X,) = model_inputs(cfg, numeric_features(cfg, rows, where=ref.uri))
-    local, scores = partition_scores(model, X, 0, n, strategy_for(strategy, params, seed))
-    local, scores = local[:cap], scores[:cap]
+    top_rows, top = partition_scores(model, X, 0, n, strategy_for(strategy, params, seed))
+    local, scores = top_rows[:cap], top[:cap]
     draw = smallest(keys, n_draw)
     return {
         "facts": facts,
-        "candidates": rows.iloc[local].assign(score=scores, _key=keys[local]),
+        "candidates": rows.iloc[local].assign(score=scores, _key=keys[local], _row=free[local]),
         "X": X[local],
+        "top": top,
         "draw": rows.iloc[draw].assign(_key=keys[draw]),
     }
 

@@ -10,6 +10,7 @@ from loopwise.scoring import (
     partition_bounds,
     partition_scores,
     select_from_candidates,
+    shortlist,
     strategy_for,
 )
 from tasks import step_task
@@ -43,8 +44,8 @@ def select_batch(
     y_labeled: Any = None,
 ) -> tuple[list[int], list[float]]:
     """Choose the batch from the partitions' candidates with the campaign's strategy."""
-    candidates = np.unique(np.concatenate([idx for idx, _ in scored]))
     s = strategy_for(strategy, params, seed)
+    candidates = shortlist(scored, n, s)
     rows, scores = select_from_candidates(
         model, X_pool, candidates, n, s, X_labeled=X_labeled, y_labeled=y_labeled
     )

@@ -18,10 +18,12 @@ from loopwise.partitions import (
     DEFAULT_HOLDOUT_ROWS,
     eval_cut,
     merge_candidates,
+    score_cut,
+    short_of,
     smallest,
     valid_share,
 )
-from loopwise.scoring import PREFILTER_FACTOR, select_from_candidates, strategy_for
+from loopwise.scoring import select_from_candidates, shortlist_size, strategy_for
 from loopwise.strategies._base import ScoreStrategy
 from storage.campaign import STOP_SET
 from storage.partitions import PartitionRef, csv_chunks, pool_partitions
@@ -38,7 +40,7 @@ EVAL_CUT = "pool/eval_cut.json"
 SAMPLE_ROWS = 20_000
 #: A partition returns at most this many times its share of the candidates kept.
 CANDIDATE_SLACK = 3
-_HELPER_COLUMNS = ["_key", "score", "_pos"]
+_HELPER_COLUMNS = ["_key", "score", "_pos", "_part", "_row"]
 
 
 @dataclass
@@ -248,31 +250,40 @@ def compose_partitioned(
     from flows.pool import map_partitions
 
     strategy = strategy_for(plan.strategy, plan.params, seed)
-    score_strategy = isinstance(strategy, ScoreStrategy)
-    prefilter = PREFILTER_FACTOR * plan.n_picked * cfg.score_partitions
-    share = -(-CANDIDATE_SLACK * prefilter // max(len(data.refs), 1))
+    keep = shortlist_size(plan.n_picked, isinstance(strategy, ScoreStrategy))
+    # A partition sends at most CANDIDATE_SLACK times its share of the shortlist (all of it
+    # when the pool has few partitions); one that held more of it is asked again.
+    cap = max(plan.n_picked, -(-CANDIDATE_SLACK * keep // max(len(data.refs), 1)))
+    cap = min(cap, keep)
     scoring = {
         "n": plan.n_picked,
         "strategy": plan.strategy,
         "params": plan.params,
         "seed": seed,
         "n_draw": plan.n_control + plan.n_picked,
-        # A per-row score strategy's top n is exact from each partition's top n; another
-        # strategy sees the most uncertain rows, of which a partition sends at most
-        # CANDIDATE_SLACK times its share (all of them when the pool has few partitions).
-        "cap": plan.n_picked if score_strategy else max(plan.n_picked, share),
+        "cap": cap,
     }
-    results = map_partitions(cfg, "score", store, data.refs, model, frozenset(dispatched), scoring)
+    sent = frozenset(dispatched)
+    results = map_partitions(cfg, "score", store, data.refs, model, sent, scoring)
+    cut = score_cut([r["top"] for r in results], keep)
+    short = [i for i, r in enumerate(results) if short_of(len(r["candidates"]), cap, r["top"], cut)]
+    if short:
+        log.info(
+            "%d partition(s) hold more of the shortlist than they sent: asked again", len(short)
+        )
+        more = map_partitions(
+            cfg, "score", store, [data.refs[i] for i in short], model, sent, scoring | {"cap": keep}
+        )
+        for i, r in zip(short, more, strict=True):
+            results[i] = r
     parts, X_parts, offset = [], [], 0
-    for r in results:
+    for part, r in enumerate(results):
         c = r["candidates"]
         if len(c):
-            parts.append(c.assign(_pos=np.arange(offset, offset + len(c))))
+            parts.append(c.assign(_pos=np.arange(offset, offset + len(c)), _part=part))
             X_parts.append(r["X"])
             offset += len(c)
-    merged = merge_candidates(
-        parts, plan.n_picked, score_strategy=score_strategy, prefilter=prefilter
-    )
+    merged = merge_candidates(parts, keep)
     if len(merged):
         X_cand = np.concatenate(X_parts)[merged["_pos"].to_numpy()]
         X_lab, y_lab = labeled if labeled is not None else (None, None)

@@ -12,6 +12,7 @@ from flows.stages.pool import compose_partitioned
 from flows.stages.train import Trained
 from loopwise.batch import BatchPlan, batch_records, compose_batch, plan_batch
 from loopwise.features import model_inputs, text_space
+from loopwise.partitions import draw_keys
 from loopwise.state import Stage
 from storage.campaign import checkpointed
 from tasks.qc import plan_relabels
@@ -120,7 +121,8 @@ def _compose(
             # model's TF-IDF space (reduced), not as raw strings.
             X_cand = text_space(X_cand, random_state=cfg.seed)
         picked, scores = select_without_model(X_cand, plan.n_picked, plan.strategy, seed)
-    rows, query_scores, control = compose_batch(len(rows_idx), picked, scores, plan.n_control, seed)
+    keys = draw_keys(data.pool["item_id"].to_numpy()[rows_idx].tolist(), cfg.seed)
+    rows, query_scores, control = compose_batch(picked, scores, plan.n_control, keys)
     pool_rows = [int(rows_idx[i]) for i in rows]
     X_rows = X_pool[pool_rows] if model is not None else None
     batch = batch_records(cfg, data.pool, pool_rows, query_scores, model, X_rows, control=control)

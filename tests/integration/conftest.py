@@ -58,6 +58,16 @@ def _free_port() -> int:
 
 
 @pytest.fixture(scope="session")
+def harness() -> Iterator[None]:
+    """Prefect's test harness (a temporary API server on SQLite), started once for the
+    session: every module's campaign has its own name, deployments and artifact keys."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield
+
+
+@pytest.fixture(scope="session")
 def s3_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, str]]:
     """A real ``moto_server`` S3 on 127.0.0.1 (free port) with one empty bucket.
 

@@ -41,14 +41,6 @@ PROFILES = [
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _write_campaign(tmp: Path, label_studio, *, name: str, **extra) -> Path:
     X, y = make_classification(
         n_samples=900,

@@ -28,14 +28,6 @@ ROWS = 300
 BATCH = 10
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _table(n_classes: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
     X, y = make_classification(
         n_samples=ROWS,

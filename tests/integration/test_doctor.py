@@ -31,14 +31,6 @@ PROFILES = [
 STRAY = "u0800"  # a pool item that reaches the project without a receipt
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _write_campaign(tmp: Path, label_studio, name: str) -> Path:
     X, y = make_classification(
         n_samples=900, n_features=6, n_informative=5, n_redundant=0, n_classes=4,

@@ -26,14 +26,6 @@ pytestmark = pytest.mark.integration
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def test_a_partitioned_campaign_runs_cycles_and_a_rerun_after_a_crash_sends_nothing_twice(
     harness, label_studio, ls_client, tmp_path, monkeypatch
 ):

@@ -33,14 +33,6 @@ pytestmark = pytest.mark.integration
 LABELS = ["ant", "bee", "cat", "dog"]
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _table(n: int, seed: int = 7, start: int = 0) -> pd.DataFrame:
     X, y = make_classification(
         n_samples=n,
@@ -155,8 +147,10 @@ def test_the_partitioned_pool_picks_what_the_single_file_pool_picks(harness, tmp
     assert (a.n_pool, len(a.holdout)) == (b.n_pool, len(b.holdout))
     assert sorted(a.holdout["item_id"]) == sorted(b.holdout["item_id"])
     batch_a, batch_b = _select(whole, a, strategy), _select(parts, b, strategy)
-    assert _picked(batch_a) == _picked(batch_b)
-    # The control share is a uniform draw either way, from the undispatched pool rows.
+    assert [(x["item_id"], x["control"]) for x in batch_a] == [
+        (x["item_id"], x["control"]) for x in batch_b
+    ]
+    # The control share: the undispatched pool rows with the smallest draw keys.
     control = [x["item_id"] for x in batch_b if x["control"]]
     assert len(control) == len(batch_a) - len(_picked(batch_a)) > 0
     assert not set(control) & (set(b.holdout["item_id"]) | set(_picked(batch_b)))
@@ -283,7 +277,7 @@ def test_a_vector_column_is_a_feature_without_a_column_per_dimension(harness, tm
     a, b = whole.load_data(), parts.load_data()
     assert "emb_7" in a.pool.columns  # the single-file path spreads the vector
     batch_a, batch_b = _select(whole, a, "margin"), _select(parts, b, "margin")
-    assert _picked(batch_a) == _picked(batch_b)
+    assert [x["item_id"] for x in batch_a] == [x["item_id"] for x in batch_b]
     record = batch_b[0]["data"]["record"]
     assert list(record) == ["uid", "emb"] and len(record["emb"]) == 8
     # The gateway serves it with the fields the single-file pool has, reading one partition.
@@ -319,3 +313,65 @@ def test_partitions_on_s3_are_checked_once_and_scored(harness, tmp_path, s3_serv
     assert Store(f"s3://{bucket}/stores/ons3").list("pool/checked")
     assert len(batch) == 20 and len({b["item_id"] for b in batch}) == 20
     assert not {b["item_id"] for b in batch} & set(first.holdout["item_id"])
+
+
+def test_a_partition_holding_more_of_the_shortlist_than_its_share_is_asked_again(
+    harness, tmp_path, monkeypatch
+):
+    import flows.pool
+    from loopwise.items import holdout_mask
+
+    # The pool sorted by uncertainty, so that the first partition holds the whole shortlist
+    # of the default strategy (200 rows for a batch of one pick and one control) while each
+    # partition sends 3 x its share of it (60 rows of 10 partitions).
+    df = _table(3000)
+    hold = holdout_mask(df["uid"].tolist(), 0.3)
+    lab = df[hold].sort_values("uid").iloc[:60]
+    cfg0 = _cfg(tmp_path, "x.csv")
+    X_lab = model_inputs(cfg0, lab.drop(columns=["truth"]))[0]
+    model = fit.fn(cfg0, X_lab, lab["truth"].to_numpy())
+    proba = np.sort(model.predict_proba(model_inputs(cfg0, df.drop(columns=["truth"]))[0]))
+    df = df.iloc[np.argsort(proba[:, -1] - proba[:, -2], kind="stable")]
+    df.to_csv(tmp_path / "pool.csv", index=False)
+    src = str(tmp_path / "pool.csv")
+    whole = _run(_cfg(tmp_path, src, name="sorted-whole"))
+    parts = _run(_cfg(tmp_path, src, name="sorted-parts", partitioned=True, partition_rows=300))
+    calls: list[int] = []
+    real = flows.pool.map_partitions
+
+    def spy(cfg, which, *args):
+        if which == "score":
+            calls.append(len(args[1]))
+        return real(cfg, which, *args)
+
+    monkeypatch.setattr(flows.pool, "map_partitions", spy)
+    small = {"batch_size": 2}
+    whole.cfg = whole.cfg.model_copy(update=small)
+    parts.cfg = parts.cfg.model_copy(update=small)
+    a = _select_n(whole, whole.load_data(), 2)
+    b = _select_n(parts, parts.load_data(), 2)
+    assert calls[0] == 10 and len(calls) == 2 and 0 < calls[1] < 10  # asked again: a few
+    assert [x["item_id"] for x in a] == [x["item_id"] for x in b]
+
+
+def _select_n(run: CampaignRun, data: Any, n: int) -> list[dict[str, Any]]:
+    from prefect import flow
+
+    def body(run, data):
+        cfg = run.cfg
+        lab = data.holdout.sort_values("uid").iloc[:60]
+        X_lab = model_inputs(cfg, numeric_features(cfg, lab.drop(columns=["truth"]), where="t"))[0]
+        y_lab = lab["truth"].astype(str).to_numpy()
+        model = fit.fn(cfg, X_lab, y_lab)
+        plan = plan_batch(
+            n,
+            0.2,
+            strategy=cfg.strategy.name,
+            params={},
+            cold_start="cold_start",
+            drift_fallback=None,
+        )
+        X_pool = None if data.partitioned else model_inputs(cfg, data.pool)[0]
+        return _compose(run, data, plan, X_pool, model, (X_lab, y_lab))["batch"]
+
+    return flow(name="select-n", validate_parameters=False)(body)(run, data)

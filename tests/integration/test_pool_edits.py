@@ -38,14 +38,6 @@ BATCH = 20
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _pool(with_ids: bool) -> pd.DataFrame:
     X, y = make_classification(
         n_samples=600,

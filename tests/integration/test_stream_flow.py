@@ -36,14 +36,6 @@ WINDOW = 200
 _names = itertools.count()
 
 
-@pytest.fixture(scope="module")
-def harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
-
-
 def _data() -> pd.DataFrame:
     X, y = make_classification(
         n_samples=3000,

@@ -3,9 +3,11 @@ fallback, or the cold-start strategy), how many at random, and the expert review
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from loopwise.batch import compose_batch, plan_batch, review_queue
+from loopwise.partitions import draw_keys
 
 KW = {"strategy": "margin", "params": {"k": 3}, "cold_start": "kmeans", "drift_fallback": "random"}
 
@@ -39,17 +41,30 @@ def test_a_negative_batch_is_refused():
         plan_batch(-1, 0.1, **KW)
 
 
-def test_compose_puts_the_picks_first_then_a_reproducible_control_share():
-    rows, scores, control = compose_batch(50, [7, 3], [0.9, 0.8], 3, seed=4)
+def test_compose_puts_the_picks_first_then_the_smallest_draw_keys():
+    keys = draw_keys([f"i{k}" for k in range(50)], seed=4)
+    rows, scores, control = compose_batch([7, 3], [0.9, 0.8], 3, keys)
     assert rows[:2] == [7, 3] and scores == [0.9, 0.8, None, None, None]
     assert control == [False, False, True, True, True]
-    assert not set(rows[2:]) & {7, 3} and len(set(rows)) == 5
-    assert compose_batch(50, [7, 3], [0.9, 0.8], 3, seed=4)[0] == rows
-    assert compose_batch(50, [7, 3], [0.9, 0.8], 3, seed=5)[0] != rows
+    free = [i for i in np.argsort(keys, kind="stable") if i not in (7, 3)]
+    assert rows[2:] == [int(i) for i in free[:3]]
+    other = compose_batch([7, 3], [0.9, 0.8], 3, draw_keys([f"i{k}" for k in range(50)], 5))
+    assert other[0] != rows
+
+
+def test_the_control_draw_is_uniform_over_the_rows_not_picked():
+    counts = np.zeros(200)
+    for seed in range(300):
+        rows, _, _ = compose_batch(
+            [0, 1], [1.0, 0.5], 20, draw_keys(list(map(str, range(200))), seed)
+        )
+        counts[rows[2:]] += 1
+    assert counts[2:].min() > 0 and counts[:2].sum() == 0  # picked rows are never drawn
+    assert counts[2:].std() / counts[2:].mean() < 0.35  # Poisson(30): about 0.18
 
 
 def test_the_control_share_is_cut_to_what_is_left():
-    rows, _, control = compose_batch(3, [0, 1], [1.0, 0.5], 5, seed=0)
+    rows, _, control = compose_batch([0, 1], [1.0, 0.5], 5, draw_keys(["a", "b", "c"], 0))
     assert rows == [0, 1, 2] and control == [False, False, True]
 
 

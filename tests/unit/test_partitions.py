@@ -17,6 +17,8 @@ from loopwise.partitions import (
     holdout_cut,
     holdout_hashes,
     merge_candidates,
+    score_cut,
+    short_of,
     smallest,
     valid_share,
 )
@@ -60,20 +62,37 @@ def test_the_evaluated_holdout_is_about_max_rows_and_a_subset_of_the_holdout():
     assert 900 < kept < 1100 and cut < holdout_cut(0.3)
 
 
-def test_merging_candidates_does_not_depend_on_the_order_partitions_answer():
+def test_the_merged_shortlist_is_the_pools_best_in_pool_order():
     rng = np.random.default_rng(1)
     frames = [
-        pd.DataFrame({"item_id": [f"p{p}-{i}" for i in range(50)], "score": rng.random(50)})
+        pd.DataFrame(
+            {
+                "item_id": [f"p{p}-{i}" for i in range(50)],
+                "score": rng.random(50),
+                "_part": p,
+                "_row": np.arange(50),
+            }
+        )
         for p in range(4)
     ]
-    frames[2].loc[0, "score"] = frames[1].loc[0, "score"] = 2.0  # a tie: the smaller id first
-    for score_strategy, want in ((True, 10), (False, 30)):
-        a = merge_candidates(frames, 10, score_strategy=score_strategy, prefilter=30)
-        b = merge_candidates(frames[::-1], 10, score_strategy=score_strategy, prefilter=30)
-        assert a["item_id"].tolist() == b["item_id"].tolist() and len(a) == want
-        allrows = pd.concat(frames).sort_values("score", ascending=False)
-        assert set(a["item_id"]) == set(allrows["item_id"].head(want))
-    assert a["item_id"].tolist()[:2] == ["p1-0", "p2-0"]
+    frames[2].loc[0, "score"] = frames[1].loc[0, "score"] = 2.0  # a tie: the earlier row wins
+    a = merge_candidates(frames, 1)
+    assert a["item_id"].tolist() == ["p1-0"]
+    b = merge_candidates(frames[::-1], 30)
+    every = pd.concat(frames).sort_values("score", ascending=False)
+    assert set(b["item_id"]) == set(every["item_id"].head(30))
+    assert b[["_part", "_row"]].apply(tuple, axis=1).is_monotonic_increasing
+
+
+def test_a_partition_holding_more_of_the_shortlist_than_it_sent_is_found():
+    rng = np.random.default_rng(2)
+    tops = [np.sort(rng.random(400))[::-1], np.sort(rng.random(400) * 0.1)[::-1]]
+    cut = score_cut(tops, 300)
+    assert (np.concatenate(tops) >= cut).sum() == 300
+    assert short_of(100, 100, tops[0], cut)  # it sent its cap, and it has ~300 above the cut
+    assert not short_of(100, 100, tops[1], cut)  # nothing of it is in the shortlist
+    assert not short_of(90, 100, tops[0], cut)  # it sent all it had
+    assert score_cut([np.ones(3), np.ones(2)], 10) == float("-inf")
 
 
 def test_an_unreadable_partition_counts_as_invalid_rows():

@@ -369,3 +369,19 @@ def test_split_by_hash_loses_no_row_and_holds_out_only_known_labels():
     assert 0.2 < len(holdout) / 500 < 0.4
     again, _ = split_by_hash(df.sample(frac=1, random_state=0), "y", ["a", "b"], 0.3, seed=1)
     assert set(again["item_id"]) == set(pool["item_id"])
+
+
+@pytest.mark.parametrize("name", ["cluster_margin", "margin"])
+def test_the_shortlist_does_not_depend_on_how_the_pool_is_cut(problem, name):
+    from loopwise.scoring import shortlist
+
+    clf, X_pool, _, _ = problem
+    s = strategy_for(name, {}, 0)
+    whole = shortlist([partition_scores(clf, X_pool, 0, 4, s)], 4, s)
+    for k in (2, 3, 7, 16):
+        cut = [
+            partition_scores(clf, X_pool[a:b], a, 4, s)
+            for a, b in partition_bounds(X_pool.shape[0], k)
+        ]
+        assert shortlist(cut, 4, s).tolist() == whole.tolist()
+    assert whole.size == (4 if name == "margin" else PREFILTER_FACTOR * 4)
