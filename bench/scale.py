@@ -350,6 +350,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--s3-sizes", nargs="*", default=["100k", "1m"])
     ap.add_argument("--data", type=Path, default=HERE / ".scale")
     ap.add_argument("--out", type=Path, default=HERE / "results")
+    ap.add_argument(
+        "--unchanged-only",
+        action="store_true",
+        help="keep the stores of an earlier run and measure only cycles on an unchanged pool",
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--peer", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
@@ -378,13 +383,14 @@ def main(argv: list[str] | None = None) -> int:
                 src = _upload(folder, name, s3_env)
                 places.append(("s3", src, f"s3://{BUCKET}/stores/{name}"))
             for place, source, store in places:
-                _fresh(store, args.data)
+                if not args.unchanged_only:
+                    _fresh(store, args.data)
                 job = {"source": source, "store": store, "suite": suite_for(name, args.data)}
                 for w in sorted(args.workers, reverse=True):
                     cluster = Cluster(w, args.data, env)
                     try:
                         job["address"] = cluster.address
-                        if w == max(args.workers):
+                        if w == max(args.workers) and not args.unchanged_only:
                             first = _spawn("child", job, env)
                             rows.append(_row(name, place, w, "first (validates)", first))
                             print(_say(rows[-1]), flush=True)

@@ -1,8 +1,9 @@
 """The partition maps of a partitioned pool: every partition checked, then scored, where it
-lives. On a Dask cluster (``dask_address``, or ``dask_cluster_class``: one per flow run,
-through prefect-dask's ``DaskTaskRunner``) each map is a subflow whose task runs are the
-partitions; without one, the same tasks run in the flow process, one partition at a time,
-so that the process never holds more than one partition."""
+lives. On a Dask cluster (``dask_address``, or ``dask_cluster_class``: a temporary one per
+map, through prefect-dask's ``DaskTaskRunner``) each map is a subflow whose task runs are the
+partitions (a few per task run: ``partitions_per_task``); without one, the same tasks run in
+the flow process, one after the other, so that the process never holds more than one
+partition."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from prefect import flow, unmapped
 from loopwise.config import CampaignConfig
 from storage.partitions import PartitionRef
 from storage.store import Store
-from tasks.partitions import CheckRequest, check_partition, score_partition_file
+from tasks.partitions import CheckRequest, check_group, score_group
 
-__all__ = ["check_pool", "map_partitions", "score_partitions", "task_runner"]
+__all__ = ["check_pool", "map_partitions", "score_pool_partitions", "task_runner"]
 
 
 def task_runner(cfg: CampaignConfig) -> Any:
@@ -34,27 +35,27 @@ def task_runner(cfg: CampaignConfig) -> Any:
 
 @flow(name="check-pool")
 def check_pool(
-    cfg: CampaignConfig, store: Store, refs: list[PartitionRef], ask: CheckRequest
-) -> list[dict[str, Any]]:
-    """Every partition's check (validated once per content), on the flow's task runner."""
-    futures = check_partition.map(unmapped(cfg), unmapped(store), refs, unmapped(ask))
+    cfg: CampaignConfig, store: Store, groups: list[list[PartitionRef]], ask: CheckRequest
+) -> list[list[dict[str, Any]]]:
+    """Every group of partitions checked (validated once per content), on the task runner."""
+    futures = check_group.map(unmapped(cfg), unmapped(store), groups, unmapped(ask))
     return [f.result() for f in futures]
 
 
-@flow(name="score-partitions")
-def score_partitions(
+@flow(name="score-pool-partitions")
+def score_pool_partitions(
     cfg: CampaignConfig,
     store: Store,
-    refs: list[PartitionRef],
+    groups: list[list[PartitionRef]],
     model: Any,
     dispatched: frozenset[str],
     scoring: dict[str, Any],
-) -> list[dict[str, Any]]:
-    """Every partition's best candidates and control draws, on the flow's task runner."""
-    futures = score_partition_file.map(
+) -> list[list[dict[str, Any]]]:
+    """Every group of partitions' best candidates and control draws, on the task runner."""
+    futures = score_group.map(
         unmapped(cfg),
         unmapped(store),
-        refs,
+        groups,
         unmapped(model),
         unmapped(dispatched),
         **{k: unmapped(v) for k, v in scoring.items()},
@@ -63,15 +64,20 @@ def score_partitions(
 
 
 def map_partitions(cfg: CampaignConfig, which: str, *args: Any) -> list[dict[str, Any]]:
-    """Run the ``which`` map (``"check"`` or ``"score"``) on the campaign's Dask cluster as
-    a subflow, or in the flow process one partition at a time."""
-    sub = {"check": check_pool, "score": score_partitions}[which]
+    """Run the ``which`` map (``"check"`` or ``"score"``) over the partitions, in groups of
+    ``partitions_per_task`` per task run: on the campaign's Dask cluster as a subflow, or
+    in the flow process one group after the other. One result per partition, in order."""
+    store, refs, *rest = args
+    k = cfg.partitions_per_task
+    groups = [refs[i : i + k] for i in range(0, len(refs), k)]
     runner = task_runner(cfg)
     if runner is not None:
-        return sub.with_options(task_runner=runner, validate_parameters=False)(cfg, *args)
-    store, refs, *rest = args
-    task = {"check": check_partition, "score": score_partition_file}[which]
-    if which == "score":
+        sub = {"check": check_pool, "score": score_pool_partitions}[which]
+        sub = sub.with_options(task_runner=runner, validate_parameters=False)
+        out = sub(cfg, store, groups, *rest)
+    elif which == "score":
         model, dispatched, scoring = rest
-        return [task(cfg, store, ref, model, dispatched, **scoring) for ref in refs]
-    return [task(cfg, store, ref, *rest) for ref in refs]
+        out = [score_group(cfg, store, g, model, dispatched, **scoring) for g in groups]
+    else:
+        out = [check_group(cfg, store, g, *rest) for g in groups]
+    return [r for group in out for r in group]

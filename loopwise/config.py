@@ -472,6 +472,13 @@ class CampaignConfig(_Strict):
         "the pool and the counterfactual of random labeling",
     )
     score_partitions: int = Field(4, ge=1, le=1024)
+    partitions_per_task: int = Field(
+        8,
+        ge=1,
+        le=10_000,
+        description="a partitioned pool's partitions checked or scored by one task run (each "
+        "run costs its Prefect API calls)",
+    )
     dask_address: str | None = Field(
         None,
         description="a Dask scheduler (tcp://host:8786): score the partitions on that cluster "

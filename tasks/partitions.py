@@ -34,7 +34,14 @@ from storage.partitions import CHECKED, PartitionRef, content_hash, read_partiti
 from storage.store import Store
 from tasks import io_task
 
-__all__ = ["CheckRequest", "check_partition", "checked_rows", "score_partition_file"]
+__all__ = [
+    "CheckRequest",
+    "check_group",
+    "check_partition",
+    "checked_rows",
+    "score_group",
+    "score_partition_file",
+]
 
 log = logging.getLogger("loopwise.partitions")
 
@@ -196,7 +203,28 @@ def _sides(cfg: CampaignConfig, df: pd.DataFrame, check: pd.DataFrame) -> tuple[
     return hold, valid & ~hold
 
 
-@io_task(name="check-partition")
+@io_task(name="check-partitions")
+def check_group(
+    cfg: CampaignConfig, store: Store, refs: list[PartitionRef], ask: CheckRequest
+) -> list[dict[str, Any]]:
+    """A few partitions checked one after the other (:func:`check_partition`): a task run
+    costs its API calls, so partitions share one (``partitions_per_task``)."""
+    return [check_partition(cfg, store, ref, ask) for ref in refs]
+
+
+@io_task(name="score-partitions")
+def score_group(
+    cfg: CampaignConfig,
+    store: Store,
+    refs: list[PartitionRef],
+    model: Any,
+    dispatched: Collection[str],
+    **scoring: Any,
+) -> list[dict[str, Any]]:
+    """A few partitions scored one after the other (:func:`score_partition_file`)."""
+    return [score_partition_file(cfg, store, ref, model, dispatched, **scoring) for ref in refs]
+
+
 def check_partition(
     cfg: CampaignConfig, store: Store, ref: PartitionRef, ask: CheckRequest
 ) -> dict[str, Any]:
@@ -228,7 +256,6 @@ def check_partition(
     return out
 
 
-@io_task(name="score-partition")
 def score_partition_file(
     cfg: CampaignConfig,
     store: Store,
