@@ -39,9 +39,13 @@ def stopping_decision(
 def check_drift(
     cfg: CampaignConfig, labeled: pd.DataFrame, pool: pd.DataFrame
 ) -> dict[str, Any] | None:
-    """PSI and KS per numeric feature between the labeled snapshot and the current pool."""
+    """PSI and KS per numeric feature between the labeled snapshot and the current pool (a
+    vector column compared dimension by dimension, as a single-file pool spreads it)."""
     if cfg.data.text_column is not None or len(labeled) < 20:
         return None
+    from loopwise.infer import expand_vectors
+
+    labeled, pool = expand_vectors(labeled), expand_vectors(pool)
     skip = {c for c in (cfg.data.id_column, cfg.data.label_column, "item_id", "label") if c}
     cols = cfg.data.feature_columns or [c for c in pool.columns if c not in skip]
     cols = [c for c in cols if c in labeled.columns]
