@@ -8,6 +8,7 @@ partition."""
 from __future__ import annotations
 
 import importlib
+import itertools
 from typing import Any
 
 from prefect import flow, unmapped
@@ -17,7 +18,13 @@ from storage.partitions import PartitionRef
 from storage.store import Store
 from tasks.partitions import CheckRequest, check_group, score_group
 
-__all__ = ["check_pool", "map_partitions", "score_pool_partitions", "task_runner"]
+__all__ = [
+    "check_pool",
+    "map_partitions",
+    "partition_groups",
+    "score_pool_partitions",
+    "task_runner",
+]
 
 
 def task_runner(cfg: CampaignConfig) -> Any:
@@ -63,14 +70,39 @@ def score_pool_partitions(
     return [f.result() for f in futures]
 
 
+def partition_groups(refs: list[PartitionRef], per_task: int, slots: int) -> list[list[Any]]:
+    """The partitions in groups of at most about ``per_task``, as many groups as a multiple
+    of the cluster's ``slots`` (threads) allows, of near-equal sizes: no thread waits on
+    another's last group."""
+    if not refs:
+        return []
+    n = -(-len(refs) // max(per_task, 1))
+    n = min(len(refs), -(-n // max(slots, 1)) * max(slots, 1))
+    bounds = [round(i * len(refs) / n) for i in range(n + 1)]
+    return [refs[a:b] for a, b in itertools.pairwise(bounds) if b > a]
+
+
+def _threads(cfg: CampaignConfig) -> int:
+    """The worker threads of the campaign's running cluster (1 when not known: a cluster
+    created per map has none yet)."""
+    if not cfg.dask_address:
+        return 1
+    from distributed import Client
+
+    try:
+        with Client(cfg.dask_address, timeout=10) as client:
+            return max(1, sum(client.nthreads().values()))
+    except OSError:
+        return 1  # the map itself then fails, naming the address
+
+
 def map_partitions(cfg: CampaignConfig, which: str, *args: Any) -> list[dict[str, Any]]:
     """Run the ``which`` map (``"check"`` or ``"score"``) over the partitions, in groups of
     ``partitions_per_task`` per task run: on the campaign's Dask cluster as a subflow, or
     in the flow process one group after the other. One result per partition, in order."""
     store, refs, *rest = args
-    k = cfg.partitions_per_task
-    groups = [refs[i : i + k] for i in range(0, len(refs), k)]
     runner = task_runner(cfg)
+    groups = partition_groups(refs, cfg.partitions_per_task, _threads(cfg) if runner else 1)
     if runner is not None:
         sub = {"check": check_pool, "score": score_pool_partitions}[which]
         sub = sub.with_options(task_runner=runner, validate_parameters=False)

@@ -41,3 +41,21 @@ def test_the_drift_check_compares_a_vector_column_dimension_by_dimension():
     calm = check_drift.fn(_cfg(), labeled, same)
     assert [f["name"] for f in calm["features"]] == ["emb_0", "emb_1", "emb_2", "emb_3"]
     assert not calm["drifted"] and check_drift.fn(_cfg(), labeled, moved)["drifted"]
+
+
+@pytest.mark.parametrize(
+    ("n", "per_task", "slots", "sizes"),
+    [
+        (10, 8, 2, [5, 5]),  # not 8 + 2: one thread would wait on the other
+        (100, 8, 2, [7, 7, 7, 8, 7, 7, 7, 7, 7, 7, 8, 7, 7, 7]),
+        (100, 8, 1, [8, 7, 8, 8, 7, 8, 8, 8, 7, 8, 8, 7, 8]),
+        (3, 8, 4, [1, 1, 1]),
+        (0, 8, 2, []),
+    ],
+)
+def test_partitions_are_grouped_evenly_over_the_clusters_threads(n, per_task, slots, sizes):
+    from flows.pool import partition_groups
+
+    groups = partition_groups(list(range(n)), per_task, slots)
+    assert [len(g) for g in groups] == sizes
+    assert [p for g in groups for p in g] == list(range(n))  # every partition once, in order
