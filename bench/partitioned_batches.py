@@ -7,13 +7,14 @@ once as a partitioned pool of ``PARTS`` partitions (:func:`flows.stages.pool.
 load_partitioned` and :func:`~flows.stages.pool.compose_partitioned`, in the flow
 process). Each cycle fits the campaign's model on the labels so far, measures it on
 the holdout and sends a batch of 50 (45 picked by the default strategy, 5 control).
-The two paths pick with the same rules; the control items differ (a uniform draw
-either way: the single-file path draws with a seeded generator, the partitioned path
-by the smallest draw keys), and then so do the models.
+The two paths pick with the same rules: the strategy chooses among the pool's most
+uncertain rows (the same rows however the pool is cut), and the control share is the
+undispatched rows with the smallest item-id hash keys.
 
 Reported per dataset: the mean holdout accuracy per cycle of each path, the mean
-difference over the curve, the seeds on which the partitioned path ends lower, and
-the overlap of the first batch's picks (same labels, same model: it should be 1.0).
+difference over the curve, the seeds on which the partitioned path ends lower, the
+overlap of the first batch's picks (same labels, same model), and how many of the
+batches, control items included, were the same items in the same order.
 
 Writes bench/results/partitioned_batches.{json,md}; about 4 minutes on one core:
 
@@ -156,7 +157,7 @@ def run_seed(name: str, spec: tuple, seed: int, tmp: Path) -> dict[str, Any]:
         pool_ids = sorted(set(truth) - hold_ids)
         labeled_ids = [str(i) for i in rng.choice(pool_ids, 50, replace=False)]
         rows_by_id = truth_frame.assign(item_id=truth_frame["uid"].astype(str)).set_index("item_id")
-        curve, first = [], None
+        curve, first, batches = [], None, []
         for k in range(CYCLES):
             lab = rows_by_id.loc[labeled_ids].reset_index()
             X_lab, X_hold = model_inputs(
@@ -187,12 +188,20 @@ def run_seed(name: str, spec: tuple, seed: int, tmp: Path) -> dict[str, Any]:
                 ids, control = [b["item_id"] for b in batch], [b["control"] for b in batch]
             if first is None:
                 first = [i for i, c in zip(ids, control, strict=True) if not c]
+            batches.append(list(ids))
             labeled_ids += ids
-        out[arm] = {"curve": curve, "first_picks": first}
+        out[arm] = {"curve": curve, "first_picks": first, "batches": batches}
         del pool_rows
     a, b = out["single-file"], out["partitioned"]
     same = len(set(a["first_picks"]) & set(b["first_picks"])) / max(len(a["first_picks"]), 1)
-    return {"dataset": name, "seed": seed, **out, "first_batch_overlap": same}
+    equal = sum(x == y for x, y in zip(a["batches"], b["batches"], strict=True))
+    return {
+        "dataset": name,
+        "seed": seed,
+        **out,
+        "first_batch_overlap": same,
+        "equal_batches": equal,
+    }
 
 
 def report(rows: list[dict[str, Any]]) -> str:
@@ -203,8 +212,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         f"partitioned into {PARTS} partitions; oracle labels; holdout accuracy, mean over seeds.",
         "",
         "| dataset | seeds | single-file final | partitioned final | mean diff over the curve | "
-        "seeds partitioned ends lower | first batch overlap |",
-        "|---|---|---|---|---|---|---|",
+        "seeds partitioned ends lower | first batch overlap | identical batches |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for name in sorted({r["dataset"] for r in rows}):
         rs = [r for r in rows if r["dataset"] == name]
@@ -215,7 +224,8 @@ def report(rows: list[dict[str, Any]]) -> str:
         lines.append(
             f"| {name} | {len(rs)} | {a[:, -1].mean():.4f} | {b[:, -1].mean():.4f} | "
             f"{(b - a).mean():+.4f} (sd of the seeds' means {(b - a).mean(axis=1).std():.4f}) | "
-            f"{lower}/{len(rs)} | {overlap:.2f} |"
+            f"{lower}/{len(rs)} | {overlap:.2f} | "
+            f"{sum(r['equal_batches'] for r in rs)}/{CYCLES * len(rs)} |"
         )
     return "\n".join(lines) + "\n"
 
