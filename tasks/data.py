@@ -11,6 +11,7 @@ import pandas as pd
 
 from loopwise.config import CampaignConfig
 from loopwise.items import IdScheme, assign_ids, pool_edits, split_by_hash, uses_row_numbers
+from loopwise.partitions import eval_cut, holdout_hashes
 from storage.campaign import STOP_SET, Ledgers, campaign_store, read_state
 from storage.store import Store, quarantine_key
 from storage.tables import read_table
@@ -129,6 +130,10 @@ def split_holdout(cfg: CampaignConfig, df: pd.DataFrame) -> dict[str, Any]:
     if label is None or label not in holdout.columns:
         raise ValueError(f"holdout file {h.source} has no label column {label!r}")
     holdout = holdout[holdout[label].astype(str).isin(set(cfg.labels))]
+    if h.max_rows is not None and len(holdout) > h.max_rows and h.source is None:
+        # The evaluated share: the holdout rows of smallest hash, as a partitioned pool's.
+        cut = eval_cut(h.fraction, len(holdout), h.max_rows)
+        holdout = holdout[holdout_hashes(holdout["item_id"].tolist(), h.seed) < cut]
     if len(holdout) == 0:
         raise ValueError("the holdout is empty: no row has a label from the campaign's label set")
     return {

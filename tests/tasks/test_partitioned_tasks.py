@@ -59,3 +59,19 @@ def test_partitions_are_grouped_evenly_over_the_clusters_threads(n, per_task, sl
     groups = partition_groups(list(range(n)), per_task, slots)
     assert [len(g) for g in groups] == sizes
     assert [p for g in groups for p in g] == list(range(n))  # every partition once, in order
+
+
+def test_holdout_max_rows_evaluates_a_stable_subset_of_a_single_file_holdout():
+    from loopwise.items import assign_ids
+    from tasks.data import split_holdout
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"f": rng.normal(size=5000), "y": rng.choice(["a", "b"], 5000)})
+    df = assign_ids(df, None, label_column="y")
+    base = {"name": "x", "data": {"source": "p.csv", "label_column": "y"}, "labels": ["a", "b"]}
+    whole = split_holdout.fn(CampaignConfig.model_validate(base), df)
+    base["data"]["holdout"] = {"max_rows": 300}
+    cut = split_holdout.fn(CampaignConfig.model_validate(base), df)
+    assert 250 < len(cut["holdout"]) < 350 < len(whole["holdout"])
+    assert set(cut["holdout"]["item_id"]) < set(whole["holdout"]["item_id"])
+    assert len(cut["pool"]) == len(whole["pool"])  # the rows left out are not pool rows
