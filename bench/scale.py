@@ -26,7 +26,7 @@ Peers hold the pool: modAL's ``margin_sampling`` (and Loopwise's own single-file
 path, which reads the pool into the flow process) need the whole feature matrix in
 one process; their peak RSS is measured the same way at the sizes that fit.
 
-Writes bench/results/scale.{json,md}. About 25 minutes on this 2-core machine:
+Writes bench/results/scale.{json,md}. About 15 minutes on this 2-core machine:
 
     OMP_NUM_THREADS=1 python bench/scale.py
     OMP_NUM_THREADS=1 python bench/scale.py --sizes 100k 1m --workers 2 --out /tmp/scale
