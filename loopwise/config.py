@@ -105,14 +105,15 @@ class DataConfig(_Strict):
     )
 
     @property
+    def source_is_folder(self) -> bool:
+        """Whether ``source`` is a folder or an ``s3://`` prefix (ending in '/') of partitions."""
+        src = self.source
+        return src.endswith("/") or (not src.startswith("s3://") and Path(src).is_dir())
+
+    @property
     def is_partitioned(self) -> bool:
         """Whether the pool is read partition by partition (see ``partitioned``)."""
-        src = self.source
-        return (
-            self.partitioned
-            or src.endswith("/")
-            or (not src.startswith("s3://") and Path(src).is_dir())
-        )
+        return self.partitioned or self.source_is_folder
 
     @field_validator("encoding")
     @classmethod

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -61,7 +60,7 @@ def pool_head(cfg: CampaignConfig) -> pd.DataFrame:
     from storage.partitions import csv_chunks, list_partitions, read_partition
 
     src = cfg.data.source
-    if src.endswith("/") or (not src.startswith("s3://") and Path(src).is_dir()):
+    if cfg.data.source_is_folder:
         first = list_partitions(src)[0]
         df = read_partition(first.read_bytes(), first.uri).to_pandas()
     else:

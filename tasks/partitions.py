@@ -25,7 +25,7 @@ import numpy as np
 import pandas as pd
 
 from loopwise.config import CampaignConfig
-from loopwise.features import model_inputs
+from loopwise.features import is_vector_column, model_inputs
 from loopwise.infer import as_strings, expand_vectors
 from loopwise.items import content_ids
 from loopwise.partitions import draw_keys, holdout_cut, holdout_hashes, smallest
@@ -167,7 +167,7 @@ def _numbers_again(cfg: CampaignConfig, df: pd.DataFrame, valid: pd.Series) -> p
     ok = valid.to_numpy(bool)
     for c in d.feature_columns or [c for c in df.columns if c not in skip]:
         s = df[c]
-        if pd.api.types.is_numeric_dtype(s) or _vectors(s):
+        if pd.api.types.is_numeric_dtype(s) or is_vector_column(s):
             continue
         num = pd.to_numeric(s, errors="coerce")
         if not (num.isna() & s.notna()).to_numpy()[ok].any():
@@ -310,7 +310,7 @@ def numeric_features(cfg: CampaignConfig, rows: pd.DataFrame, *, where: str) -> 
     out = rows
     for c in cols:
         s = rows[c]
-        if pd.api.types.is_numeric_dtype(s) or _vectors(s):
+        if pd.api.types.is_numeric_dtype(s) or is_vector_column(s):
             continue
         num = pd.to_numeric(s, errors="coerce")
         if (num.isna() & s.notna()).any():
@@ -321,8 +321,3 @@ def numeric_features(cfg: CampaignConfig, rows: pd.DataFrame, *, where: str) -> 
             )
         out = out.assign(**{c: num})
     return out
-
-
-def _vectors(s: pd.Series) -> bool:
-    first = s.dropna().head(1)
-    return bool(len(first)) and isinstance(first.iloc[0], list | tuple | np.ndarray)

@@ -108,7 +108,7 @@ def _partitions(cfg: CampaignConfig, store: Store, cycle: int | None) -> list[Pa
     quarantined under the source's name)."""
     d = cfg.data
     src = d.source
-    single = not (src.endswith("/") or (not src.startswith("s3://") and _is_dir(src)))
+    single = not d.source_is_folder
     bad: list[dict[str, Any]] = []
     refs = pool_partitions(
         src,
@@ -132,12 +132,6 @@ def _partitions(cfg: CampaignConfig, store: Store, cycle: int | None) -> list[Pa
             frame = pd.DataFrame({"source": [b["source"] for b in fresh]})
             store.quarantine(src, frame, [b["reason"] for b in fresh], cycle=cycle)
     return refs
-
-
-def _is_dir(path: str) -> bool:
-    from pathlib import Path
-
-    return Path(path).is_dir()
 
 
 def load_partitioned(
